@@ -1,0 +1,275 @@
+import postgres from "postgres";
+import { ensureDependencies } from "./dependencies.ts";
+import { type Gateway, startGateway } from "./gateway.ts";
+import {
+  LOCAL_ANON_KEY,
+  LOCAL_DB_URL,
+  LOCAL_JWT_SECRET,
+  LOCAL_PORTS,
+  LOCAL_SERVICE_ROLE_KEY,
+  LOCAL_SUPABASE_URL,
+  LOCAL_UPSTASH_TOKEN,
+  LOCAL_UPSTASH_URL,
+} from "./keys.ts";
+import { LocalPostgres } from "./postgres.ts";
+import { portInUse, processAlive, waitFor } from "./process.ts";
+import { LocalRedis } from "./redis.ts";
+import { ensureSigningKey, publicJwks, signUserToken } from "./signing-key.ts";
+import { startUpstashBridge, type UpstashBridge } from "./upstash-bridge.ts";
+import { ensureUser } from "./users.ts";
+
+/**
+ * The local stack, without Docker: Postgres 15 and Redis from Debian, the Upstash-REST bridge,
+ * and the functions gateway, on the ports `supabase start` uses.
+ *
+ *   dev            start in the foreground; Ctrl-C stops everything it started
+ *   up / down      the same in the background; `up` returns once health answers 200
+ *   token <email>  create that user if needed and print an access token for them
+ */
+
+const PROJECT_ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+/** Where this stack keeps its cluster, logs and pid file; tests use a throw-away one. */
+const STATE_DIR = Deno.env.get("STACK_STATE_DIR") ?? `${PROJECT_ROOT}/.local/dev`;
+const PID_FILE = `${STATE_DIR}/stack.pid`;
+const LOG_FILE = `${STATE_DIR}/stack.log`;
+const HEALTH_URL = `${LOCAL_SUPABASE_URL}/functions/v1/health`;
+
+/** What the functions read locally; any of it can be overridden from the environment. */
+export const LOCAL_FUNCTION_ENV: Record<string, string> = {
+  SUPABASE_URL: LOCAL_SUPABASE_URL,
+  SUPABASE_ANON_KEY: LOCAL_ANON_KEY,
+  SUPABASE_SERVICE_ROLE_KEY: LOCAL_SERVICE_ROLE_KEY,
+  SUPABASE_DB_URL: LOCAL_DB_URL,
+  JWT_SECRET: LOCAL_JWT_SECRET,
+  UPSTASH_REDIS_REST_URL: LOCAL_UPSTASH_URL,
+  UPSTASH_REDIS_REST_TOKEN: LOCAL_UPSTASH_TOKEN,
+  ALLOWED_ORIGINS: "http://localhost:8081,http://127.0.0.1:8081,http://localhost:19006",
+};
+
+function functionEnv(): Record<string, string> {
+  const env = { ...LOCAL_FUNCTION_ENV, ...Deno.env.toObject() };
+  env.SUPABASE_URL = env.SUPABASE_URL.replace(/\/$/, "");
+  return env;
+}
+
+async function healthy(): Promise<boolean> {
+  try {
+    const response = await fetch(HEALTH_URL, { signal: AbortSignal.timeout(2_000) });
+    await response.body?.cancel();
+    return response.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+function readPid(): number | null {
+  try {
+    const pid = Number(Deno.readTextFileSync(PID_FILE).trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : null;
+  } catch {
+    return null;
+  }
+}
+
+function fail(message: string): never {
+  console.error(`error: ${message}`);
+  Deno.exit(1);
+}
+
+function refuseTakenPorts() {
+  const taken = Object.entries(LOCAL_PORTS).filter(([, port]) => portInUse(port));
+  if (taken.length === 0) return;
+  const list = taken.map(([part, port]) => `${port} (${part})`).join(", ");
+  const running = readPid();
+  fail(
+    running && processAlive(running)
+      ? `the local stack is already running (pid ${running}); stop it with \`deno task down\``
+      : `port ${list} already in use; stop whatever holds it (another local stack or a ` +
+        `\`supabase start\`?) and try again`,
+  );
+}
+
+function banner(): string {
+  return [
+    "",
+    "Local stack is up.",
+    `  Functions      ${LOCAL_SUPABASE_URL}/functions/v1/<name>`,
+    `  SUPABASE_URL   ${LOCAL_SUPABASE_URL}`,
+    `  JWKS           ${LOCAL_SUPABASE_URL}/auth/v1/.well-known/jwks.json`,
+    `  Database       ${LOCAL_DB_URL}`,
+    `  Upstash REST   ${LOCAL_UPSTASH_URL}  (token: ${LOCAL_UPSTASH_TOKEN})`,
+    `  JWT secret     ${LOCAL_JWT_SECRET}`,
+    `  anon key       ${LOCAL_ANON_KEY}`,
+    `  service_role   ${LOCAL_SERVICE_ROLE_KEY}`,
+    "",
+    "A signed-in user's token for curl:",
+    `  TOKEN=$(deno task token you@example.com)`,
+    `  curl -H "Authorization: Bearer $TOKEN" ${LOCAL_SUPABASE_URL}/functions/v1/health`,
+    "",
+  ].join("\n");
+}
+
+async function dev() {
+  await ensureDependencies();
+  refuseTakenPorts();
+  await Deno.mkdir(STATE_DIR, { recursive: true });
+  Deno.writeTextFileSync(PID_FILE, `${Deno.pid}\n`);
+
+  const db = new LocalPostgres(STATE_DIR);
+  const cache = new LocalRedis(STATE_DIR);
+  let bridge: UpstashBridge | undefined;
+  let gateway: Gateway | undefined;
+  let stopping: Promise<void> | undefined;
+
+  const stop = () =>
+    stopping ??= (async () => {
+      await gateway?.close().catch(() => {});
+      await bridge?.close().catch(() => {});
+      await cache.stop().catch((e) => console.error(`redis: ${e.message}`));
+      await db.stop().catch((e) => console.error(`postgres: ${e.message}`));
+      await Deno.remove(PID_FILE).catch(() => {});
+    })();
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, async () => {
+      console.log(`\nstopping the local stack (${signal})...`);
+      await stop();
+      Deno.exit(0);
+    });
+  }
+
+  try {
+    // Made first: the Supabase CLI reads it through config.toml's `signing_keys_path`.
+    const key = await ensureSigningKey();
+    const fresh = !(await db.initialised());
+    if (fresh) {
+      console.log(`creating a Postgres 15 cluster in ${db.dataDir}`);
+      await db.init();
+    }
+    await db.start();
+    await db.applyPlatform();
+    await db.pushMigrations();
+    console.log("postgres ready, migrations applied");
+
+    await cache.start();
+    bridge = await startUpstashBridge({
+      port: LOCAL_PORTS.upstashBridge,
+      token: LOCAL_UPSTASH_TOKEN,
+      redisPort: LOCAL_PORTS.redis,
+    });
+    console.log(`redis ready behind the Upstash bridge at ${bridge.url}`);
+
+    const env = functionEnv();
+    gateway = await startGateway({
+      port: LOCAL_PORTS.gateway,
+      functionsDir: `${PROJECT_ROOT}/supabase/functions`,
+      configPath: `${PROJECT_ROOT}/supabase/config.toml`,
+      env,
+      jwks: publicJwks(key),
+      jwtSecret: env.JWT_SECRET,
+      issuer: `${env.SUPABASE_URL}/auth/v1`,
+      watch: true,
+    });
+    await waitFor("health function", healthy, 60_000);
+    console.log(banner());
+  } catch (error) {
+    console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
+    await stop();
+    Deno.exit(1);
+  }
+}
+
+async function up() {
+  const running = readPid();
+  if (running && processAlive(running) && await healthy()) {
+    console.log(`the local stack is already running (pid ${running})`);
+    return;
+  }
+  await ensureDependencies();
+  refuseTakenPorts();
+  await Deno.mkdir(STATE_DIR, { recursive: true });
+  // setsid detaches the stack from this shell so it outlives `deno task up`; the shell's
+  // redirection hands it the log file, so nothing it writes depends on this process.
+  const quote = (value: string) => `'${value.replaceAll("'", `'\\''`)}'`;
+  const command = [Deno.execPath(), "run", "-A", new URL(import.meta.url).pathname, "dev"]
+    .map(quote).join(" ");
+  const child = new Deno.Command("sh", {
+    args: ["-c", `exec setsid ${command} > ${quote(LOG_FILE)} 2>&1 < /dev/null`],
+  }).spawn();
+  const exited = child.status.then((status) => status.code);
+  const ready = await Promise.race([
+    waitFor("the local stack", healthy, 180_000).then(() => true),
+    exited.then(() => false),
+  ]).catch(() => false);
+  if (!ready) {
+    const tail = Deno.readTextFileSync(LOG_FILE).trim().split("\n").slice(-30).join("\n");
+    if (processAlive(child.pid)) Deno.kill(-child.pid, "SIGTERM");
+    fail(`the local stack did not start; last lines of ${LOG_FILE}:\n${tail}`);
+  }
+  child.unref();
+  console.log(banner());
+  console.log(
+    `Running in the background (pid ${child.pid}, log ${LOG_FILE}); stop: deno task down`,
+  );
+  Deno.exit(0);
+}
+
+async function down() {
+  const pid = readPid();
+  if (!pid || !processAlive(pid)) {
+    console.log("the local stack is not running");
+    await Deno.remove(PID_FILE).catch(() => {});
+    return;
+  }
+  Deno.kill(pid, "SIGTERM");
+  try {
+    await waitFor("the local stack to stop", () => Promise.resolve(!processAlive(pid)), 30_000);
+  } catch {
+    Deno.kill(-pid, "SIGKILL");
+  }
+  // The daemons belong to the stack even if its process died before stopping them.
+  await new LocalRedis(STATE_DIR).stop().catch(() => {});
+  await new LocalPostgres(STATE_DIR).stop().catch(() => {});
+  await Deno.remove(PID_FILE).catch(() => {});
+  console.log("the local stack is stopped");
+}
+
+async function token(email: string | undefined) {
+  if (!email || !email.includes("@")) fail("usage: deno task token <email>");
+  const env = functionEnv();
+  const sql = postgres(env.SUPABASE_DB_URL, { max: 1, onnotice: () => {} });
+  try {
+    const user = await ensureUser(sql, email);
+    const key = await ensureSigningKey();
+    console.log(
+      await signUserToken(key, { id: user.id, email }, { issuer: `${env.SUPABASE_URL}/auth/v1` }),
+    );
+  } catch (error) {
+    fail(
+      `could not create a token (is the stack up? \`deno task up\`): ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+    );
+  } finally {
+    await sql.end();
+  }
+}
+
+if (import.meta.main) {
+  const [command, ...args] = Deno.args;
+  switch (command) {
+    case "dev":
+      await dev();
+      break;
+    case "up":
+      await up();
+      break;
+    case "down":
+      await down();
+      break;
+    case "token":
+      await token(args[0]);
+      break;
+    default:
+      fail("usage: stack.ts dev | up | down | token <email>");
+  }
+}

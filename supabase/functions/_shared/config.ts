@@ -1,0 +1,72 @@
+import { z } from "zod";
+
+/**
+ * Every setting the functions read, validated once. Reading is lazy so that a bad value fails the
+ * request that needs it (500, with a log line naming the variable) instead of crashing the
+ * isolate at boot, where the client would only see the platform's opaque 502.
+ */
+
+const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+
+const commaList = z.string().transform((value) =>
+  value.split(",").map((item) => item.trim()).filter((item) => item.length > 0)
+);
+
+const ConfigSchema = z.object({
+  SUPABASE_URL: z.url(),
+  SUPABASE_DB_URL: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL"),
+  /** The legacy HS256 secret; without it only asymmetric (JWKS) tokens are accepted. */
+  JWT_SECRET: z.string().min(32, "must be at least 32 characters").optional(),
+  /** Defaults to the project's own `/auth/v1/.well-known/jwks.json`. */
+  JWKS_URL: z.url().optional(),
+  /** Defaults to `${SUPABASE_URL}/auth/v1`, the `iss` Supabase Auth puts in user tokens. */
+  JWT_ISSUER: z.string().min(1).optional(),
+  UPSTASH_REDIS_REST_URL: z.url(),
+  UPSTASH_REDIS_REST_TOKEN: z.string().min(1),
+  /** Origins allowed by CORS; `*` allows any origin and must be set explicitly. */
+  ALLOWED_ORIGINS: commaList.default([]),
+  DB_POOL_MAX: positiveInt(3),
+  DB_CONNECT_TIMEOUT_MS: positiveInt(5_000),
+  DB_STATEMENT_TIMEOUT_MS: positiveInt(5_000),
+  HEALTH_CHECK_TIMEOUT_MS: positiveInt(1_000),
+  MAX_BODY_BYTES: positiveInt(5 * 1024 * 1024),
+  APP_VERSION: z.string().min(1).default("dev"),
+});
+
+export type Config = z.infer<typeof ConfigSchema> & {
+  JWKS_URL: string;
+  JWT_ISSUER: string;
+};
+
+export class ConfigError extends Error {
+  constructor(readonly variables: string[], detail: string) {
+    super(`invalid configuration: ${detail}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** Parses a set of environment variables; exported for tests, functions use `config()`. */
+export function parseConfig(env: Record<string, string | undefined>): Config {
+  const result = ConfigSchema.safeParse(env);
+  if (!result.success) {
+    const variables = [...new Set(result.error.issues.map((issue) => String(issue.path[0])))];
+    const detail = result.error.issues
+      .map((issue) => `${String(issue.path[0])}: ${issue.message}`)
+      .join("; ");
+    throw new ConfigError(variables, detail);
+  }
+  const parsed = result.data;
+  const base = parsed.SUPABASE_URL.replace(/\/+$/, "");
+  return {
+    ...parsed,
+    JWKS_URL: parsed.JWKS_URL ?? `${base}/auth/v1/.well-known/jwks.json`,
+    JWT_ISSUER: parsed.JWT_ISSUER ?? `${base}/auth/v1`,
+  };
+}
+
+let cached: Config | undefined;
+
+export function config(): Config {
+  cached ??= parseConfig(Deno.env.toObject());
+  return cached;
+}

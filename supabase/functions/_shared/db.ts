@@ -1,0 +1,64 @@
+import postgres from "postgres";
+import type { Caller } from "./auth.ts";
+import { config } from "./config.ts";
+
+export type Sql = postgres.Sql;
+export type Tx = postgres.TransactionSql;
+
+/**
+ * Builds a client that is safe behind Supabase's transaction pooler: no prepared statements
+ * (a pooled server connection may not hold them on the next transaction) and a small pool,
+ * because every isolate opens its own.
+ */
+export function createSql(url: string, options: {
+  max: number;
+  connectTimeoutMs: number;
+  statementTimeoutMs: number;
+  applicationName?: string;
+}): Sql {
+  return postgres(url, {
+    prepare: false,
+    max: options.max,
+    connect_timeout: Math.ceil(options.connectTimeoutMs / 1000),
+    idle_timeout: 20,
+    max_lifetime: 60 * 30,
+    connection: {
+      statement_timeout: options.statementTimeoutMs,
+      application_name: options.applicationName ?? "edge-function",
+    },
+    onnotice: () => {},
+  });
+}
+
+let client: Sql | undefined;
+
+/** The isolate's one client, as the service role: for privileged work only. */
+export function sql(): Sql {
+  if (!client) {
+    const c = config();
+    client = createSql(c.SUPABASE_DB_URL, {
+      max: c.DB_POOL_MAX,
+      connectTimeoutMs: c.DB_CONNECT_TIMEOUT_MS,
+      statementTimeoutMs: c.DB_STATEMENT_TIMEOUT_MS,
+    });
+  }
+  return client;
+}
+
+/**
+ * Runs `work` in a transaction as the calling user, the way PostgREST does: role `authenticated`
+ * and the token's claims in `request.jwt.claims`, so row level security applies exactly as it
+ * would to the app's direct queries.
+ */
+export function asUser<T>(
+  db: Sql,
+  caller: Extract<Caller, { kind: "user" }>,
+  work: (tx: Tx) => Promise<T>,
+): Promise<T> {
+  return db.begin(async (tx) => {
+    await tx`
+      select set_config('role', 'authenticated', true),
+             set_config('request.jwt.claims', ${JSON.stringify(caller.claims)}, true)`;
+    return await work(tx);
+  }) as Promise<T>;
+}

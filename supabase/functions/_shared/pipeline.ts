@@ -1,0 +1,157 @@
+import type { z } from "zod";
+import { type AuthVerifier, bearerToken, type Caller, createAuthVerifier } from "./auth.ts";
+import { type Config, config, ConfigError } from "./config.ts";
+import { ApiError } from "./errors.ts";
+import { corsHeaders, errorResponse, type Method, readBodyText, requestIdOf } from "./http.ts";
+import { log } from "./log.ts";
+
+/**
+ * The one request pipeline: every function declares what it needs and gets CORS, a request id,
+ * method checks, authentication, body limits and validation, error mapping and a log line from
+ * here, in this order, without repeating any of it.
+ */
+
+export type AuthMode = "none" | "user" | "service_role";
+
+type CallerFor<A extends AuthMode> = A extends "user" ? Extract<Caller, { kind: "user" }>
+  : A extends "service_role" ? Extract<Caller, { kind: "service_role" }>
+  : null;
+
+export interface FunctionSpec<A extends AuthMode, S extends z.ZodType | undefined> {
+  name: string;
+  methods: readonly Method[];
+  auth: A;
+  /** Schema of the JSON body of POST, PUT and PATCH requests; without one it is left unread. */
+  body?: S;
+}
+
+export interface Context<A extends AuthMode, S extends z.ZodType | undefined> {
+  req: Request;
+  url: URL;
+  requestId: string;
+  config: Config;
+  caller: CallerFor<A>;
+  /** The validated body on POST, PUT and PATCH; undefined on other methods. */
+  body: S extends z.ZodType ? z.infer<S> : undefined;
+}
+
+export type Handler = (req: Request) => Promise<Response>;
+
+const BODY_METHODS = new Set(["POST", "PUT", "PATCH"]);
+
+let verifier: AuthVerifier | undefined;
+
+function authVerifier(c: Config): AuthVerifier {
+  verifier ??= createAuthVerifier({
+    jwtSecret: c.JWT_SECRET,
+    jwksUrl: c.JWKS_URL,
+    issuer: c.JWT_ISSUER,
+  });
+  return verifier;
+}
+
+async function authenticate(req: Request, mode: AuthMode, c: Config): Promise<Caller | null> {
+  if (mode === "none") return null;
+  const token = bearerToken(req);
+  if (!token) throw new ApiError("unauthorized", "missing bearer token");
+  const caller = await authVerifier(c).verify(token);
+  if (mode === "user" && caller.kind !== "user") {
+    throw new ApiError("unauthorized", "a signed-in user's token is required");
+  }
+  if (mode === "service_role" && caller.kind !== "service_role") {
+    throw new ApiError("forbidden", "the service role is required");
+  }
+  return caller;
+}
+
+async function parseBody(req: Request, schema: z.ZodType, maxBytes: number): Promise<unknown> {
+  const text = await readBodyText(req, maxBytes);
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    throw new ApiError("invalid_json", "request body is not valid JSON");
+  }
+  const result = schema.safeParse(data);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const field = issue.path.length > 0 ? issue.path.join(".") : "body";
+    throw new ApiError("validation_failed", `${field}: ${issue.message}`, { field });
+  }
+  return result.data;
+}
+
+function toApiError(error: unknown, fn: string, requestId: string): ApiError {
+  if (error instanceof ApiError) return error;
+  if (error instanceof ConfigError) {
+    log.error("configuration invalid", {
+      function: fn,
+      request_id: requestId,
+      variables: error.variables.join(","),
+      detail: error.message,
+    });
+    return new ApiError("internal", "the server is misconfigured");
+  }
+  log.error("unhandled error", {
+    function: fn,
+    request_id: requestId,
+    error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+  });
+  return new ApiError("internal", "internal error");
+}
+
+export function defineFunction<A extends AuthMode, S extends z.ZodType | undefined = undefined>(
+  spec: FunctionSpec<A, S>,
+  handle: (ctx: Context<A, S>) => Promise<Response>,
+): Handler {
+  const allow = spec.methods.join(", ");
+
+  return async function pipeline(req: Request): Promise<Response> {
+    const started = performance.now();
+    const requestId = requestIdOf(req);
+    let cors = new Headers();
+    let caller: Caller | null = null;
+    let response: Response;
+    try {
+      const c = config();
+      cors = corsHeaders(req, c.ALLOWED_ORIGINS, spec.methods);
+      if (req.method === "OPTIONS") {
+        response = new Response(null, { status: 204 });
+      } else if (!spec.methods.includes(req.method as Method)) {
+        throw new ApiError("method_not_allowed", `${req.method} is not allowed`, {}, { allow });
+      } else {
+        caller = await authenticate(req, spec.auth, c);
+        const body = spec.body && BODY_METHODS.has(req.method)
+          ? await parseBody(req, spec.body, c.MAX_BODY_BYTES)
+          : undefined;
+        response = await handle({
+          req,
+          url: new URL(req.url),
+          requestId,
+          config: c,
+          caller: caller as CallerFor<A>,
+          body: body as Context<A, S>["body"],
+        });
+      }
+    } catch (error) {
+      response = errorResponse(toApiError(error, spec.name, requestId), requestId);
+    }
+
+    const headers = new Headers(response.headers);
+    cors.forEach((value, key) => headers.set(key, value));
+    headers.set("x-request-id", requestId);
+    log.info("request", {
+      function: spec.name,
+      request_id: requestId,
+      user_id: caller?.kind === "user" ? caller.id : null,
+      method: req.method,
+      status: response.status,
+      duration_ms: Math.round(performance.now() - started),
+    });
+    return new Response(response.body, {
+      status: response.status,
+      statusText: response.statusText,
+      headers,
+    });
+  };
+}

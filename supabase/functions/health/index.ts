@@ -1,0 +1,3 @@
+import { createHealthHandler } from "./handler.ts";
+
+Deno.serve(createHealthHandler());

@@ -1,0 +1,107 @@
+import { createClient, type SupabaseClient } from "@supabase/supabase-js";
+import postgres from "postgres";
+import { type Gateway, startGateway } from "../local/gateway.ts";
+import { LOCAL_ANON_KEY } from "../local/keys.ts";
+import { LocalRedis } from "../local/redis.ts";
+import { ensureSigningKey, publicJwks, signUserToken } from "../local/signing-key.ts";
+import { LOCAL_FUNCTION_ENV } from "../local/stack.ts";
+import { ensureUser } from "../local/users.ts";
+
+/** What the tests share: the stack's settings, clients shaped like the app's, and users. */
+
+export const env: Record<string, string> = { ...LOCAL_FUNCTION_ENV, ...Deno.env.toObject() };
+export const SUPABASE_URL = env.SUPABASE_URL;
+export const ISSUER = `${SUPABASE_URL}/auth/v1`;
+const STATE_DIR = env.STACK_STATE_DIR ?? new URL("../.local/dev", import.meta.url).pathname;
+
+/** The stack's Redis, for tests that take it away and bring it back. */
+export const localRedis = new LocalRedis(STATE_DIR);
+
+/**
+ * A test that talks to the running stack. Its servers and pooled keep-alive connections outlive
+ * any one test by design, so Deno's per-test op and resource accounting is off for these.
+ */
+export function stackTest(name: string, fn: () => Promise<void>) {
+  Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
+}
+
+/** A supabase-js client as the Expo app builds it, optionally signed in with `token`. */
+export function appClient(token?: string, url = SUPABASE_URL): SupabaseClient {
+  return createClient(url, env.SUPABASE_ANON_KEY ?? LOCAL_ANON_KEY, {
+    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
+    global: token ? { headers: { Authorization: `Bearer ${token}` } } : {},
+  });
+}
+
+export interface Invoked {
+  status: number;
+  headers: Headers;
+  // deno-lint-ignore no-explicit-any
+  body: any;
+}
+
+/** `functions.invoke`, with the status, headers and parsed body whatever the outcome. */
+export async function invoke(
+  client: SupabaseClient,
+  name: string,
+  options: Parameters<SupabaseClient["functions"]["invoke"]>[1] = {},
+): Promise<Invoked> {
+  const { data, error, response } = await client.functions.invoke(name, options);
+  if (!response) throw error;
+  if (!error) return { status: response.status, headers: response.headers, body: data };
+  const text = await response.text();
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // Not JSON: the test will say so when it looks at the body.
+  }
+  return { status: response.status, headers: response.headers, body };
+}
+
+export function database(): postgres.Sql {
+  return postgres(env.SUPABASE_DB_URL, { max: 4, onnotice: () => {} });
+}
+
+export interface TestUser {
+  id: string;
+  email: string;
+  token: string;
+}
+
+/** A new user in `auth.users` with an ES256 access token from the stack's signing key. */
+export async function createUser(prefix = "user"): Promise<TestUser> {
+  const email = `${prefix}-${crypto.randomUUID()}@example.test`;
+  const sql = database();
+  try {
+    const { id } = await ensureUser(sql, email);
+    const token = await signUserToken(await ensureSigningKey(), { id, email }, { issuer: ISSUER });
+    return { id, email, token };
+  } finally {
+    await sql.end();
+  }
+}
+
+/**
+ * A second gateway over `tests/fixtures/functions`, whose functions exist only to exercise the
+ * shared pipeline. `functionEnv` overrides what those functions read.
+ */
+export async function fixtureGateway(
+  functionEnv: Record<string, string> = {},
+  log: (line: string) => void = () => {},
+): Promise<Gateway> {
+  const fixtures = new URL("./fixtures/", import.meta.url).pathname;
+  const gateway = await startGateway({
+    port: 0,
+    functionsDir: `${fixtures}functions`,
+    configPath: `${fixtures}config.toml`,
+    env: { ...env, ...functionEnv },
+    jwks: publicJwks(await ensureSigningKey()),
+    jwtSecret: env.JWT_SECRET,
+    issuer: ISSUER,
+    log,
+  });
+  // Its function processes must not outlive the test module; close() signals them at once.
+  addEventListener("unload", () => void gateway.close());
+  return gateway;
+}
