@@ -58,7 +58,7 @@ export async function ensureDependencies() {
   if (missing.length > 0) await installDebianPackages(missing);
   if (!exists(SUPABASE_CLI)) {
     console.log("installing the Supabase CLI from npm into tools/");
-    await run("npm", ["ci", "--no-audit", "--no-fund", "--loglevel=error"], {
+    await run("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error"], {
       cwd: `${PROJECT_ROOT}tools`,
     });
   }

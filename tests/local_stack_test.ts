@@ -1,0 +1,95 @@
+import { decodeJwt, decodeProtectedHeader } from "jose";
+import assert from "node:assert/strict";
+import { startGateway } from "../local/gateway.ts";
+import { waitFor } from "../local/process.ts";
+import { ensureSigningKey, publicJwks } from "../local/signing-key.ts";
+import { env, ISSUER, stackTest, SUPABASE_URL } from "./support.ts";
+
+/** The local stack's own contract: its commands, its JWKS, and its gateway's reloading. */
+
+const STACK = new URL("../local/stack.ts", import.meta.url).pathname;
+
+async function stack(...args: string[]) {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", STACK, ...args],
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
+}
+
+stackTest("the token command prints only an ES256 user token, for the same user each time", async () => {
+  const email = `token-${crypto.randomUUID()}@example.test`;
+  const first = await stack("token", email);
+  const second = await stack("token", email);
+  assert.equal(first.code, 0, first.stderr);
+  const token = first.stdout.trim();
+  assert.match(token, /^[\w-]+\.[\w-]+\.[\w-]+$/, "stdout holds the token and nothing else");
+  assert.equal(first.stdout, `${token}\n`);
+
+  const header = decodeProtectedHeader(token);
+  const claims = decodeJwt(token);
+  assert.equal(header.alg, "ES256");
+  assert.equal(header.kid, (await ensureSigningKey()).kid);
+  assert.equal(claims.email, email);
+  assert.equal(claims.role, "authenticated");
+  assert.equal(claims.aud, "authenticated");
+  assert.equal(claims.iss, ISSUER);
+  assert.equal(decodeJwt(second.stdout.trim()).sub, claims.sub, "the user is created once");
+});
+
+stackTest("the JWKS endpoint publishes the signing key's public half only", async () => {
+  const response = await fetch(`${SUPABASE_URL}/auth/v1/.well-known/jwks.json`);
+  const jwks = await response.json();
+  assert.equal(response.status, 200);
+  assert.deepEqual(jwks, publicJwks(await ensureSigningKey()));
+  assert.equal(jwks.keys[0].d, undefined);
+  assert.equal(jwks.keys[0].alg, "ES256");
+});
+
+stackTest("starting the stack while it runs says so instead of failing on taken ports", async () => {
+  const again = await stack("up");
+  assert.equal(again.code, 0);
+  assert.match(again.stdout, /already running/);
+
+  const foreground = await stack("dev");
+  assert.equal(foreground.code, 1);
+  assert.match(foreground.stderr, /already running|already in use/);
+});
+
+stackTest("the gateway restarts a function when its file changes", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(`${dir}/functions/hello`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/config.toml`, "[functions.hello]\nverify_jwt = false\n");
+    const write = (text: string) =>
+      Deno.writeTextFile(
+        `${dir}/functions/hello/index.ts`,
+        `Deno.serve(() => new Response(${JSON.stringify(text)}));\n`,
+      );
+    await write("first version");
+    const gateway = await startGateway({
+      port: 0,
+      functionsDir: `${dir}/functions`,
+      configPath: `${dir}/config.toml`,
+      env: {},
+      jwks: publicJwks(await ensureSigningKey()),
+      jwtSecret: env.JWT_SECRET,
+      issuer: ISSUER,
+      watch: true,
+      log: () => {},
+    });
+    try {
+      const hello = () => fetch(`${gateway.url}/functions/v1/hello`).then((r) => r.text());
+      assert.equal(await hello(), "first version");
+      await write("second version");
+      await waitFor("the new version", async () => (await hello()) === "second version", 15_000);
+    } finally {
+      await gateway.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
