@@ -69,12 +69,15 @@ stackTest("a protected function accepts an ES256 user token checked against the 
   assert.deepEqual(body, { id: user.id, email: user.email, role: "authenticated", message: null });
 });
 
-stackTest("a protected function accepts an HS256 user token signed with the legacy secret", async () => {
-  const token = await hmac({ alg: "HS256", typ: "JWT" }, userClaims(user), LOCAL_JWT_SECRET);
-  const { status, body } = await whoami(token);
-  assert.equal(status, 200);
-  assert.equal(body.id, user.id);
-});
+stackTest(
+  "a protected function accepts an HS256 user token signed with the legacy secret",
+  async () => {
+    const token = await hmac({ alg: "HS256", typ: "JWT" }, userClaims(user), LOCAL_JWT_SECRET);
+    const { status, body } = await whoami(token);
+    assert.equal(status, 200);
+    assert.equal(body.id, user.id);
+  },
+);
 
 const rejected: Record<string, () => Promise<string | undefined>> = {
   "no user token (only the anon key)": () => Promise.resolve(undefined),

@@ -12,22 +12,25 @@ stackTest("health answers 200 with the database and Redis checks through supabas
   assert.equal(typeof body.uptime_s, "number");
 });
 
-stackTest("health reports 503 degraded while Redis is stopped and 200 once it is back", async () => {
-  await localRedis.stop();
-  try {
-    const down = await invoke(appClient(), "health", { method: "GET" });
-    assert.equal(down.status, 503);
-    assert.equal(down.body.status, "degraded");
-    assert.equal(down.body.checks.redis.ok, false);
-    assert.equal(typeof down.body.checks.redis.error, "string");
-    assert.equal(down.body.checks.database.ok, true);
-  } finally {
-    await localRedis.start();
-  }
-  const back = await invoke(appClient(), "health", { method: "GET" });
-  assert.equal(back.status, 200);
-  assert.equal(back.body.checks.redis.ok, true);
-});
+stackTest(
+  "health reports 503 degraded while Redis is stopped and 200 once it is back",
+  async () => {
+    await localRedis.stop();
+    try {
+      const down = await invoke(appClient(), "health", { method: "GET" });
+      assert.equal(down.status, 503);
+      assert.equal(down.body.status, "degraded");
+      assert.equal(down.body.checks.redis.ok, false);
+      assert.equal(typeof down.body.checks.redis.error, "string");
+      assert.equal(down.body.checks.database.ok, true);
+    } finally {
+      await localRedis.start();
+    }
+    const back = await invoke(appClient(), "health", { method: "GET" });
+    assert.equal(back.status, 200);
+    assert.equal(back.body.checks.redis.ok, true);
+  },
+);
 
 stackTest("health refuses POST with 405 and an Allow header", async () => {
   const { status, body, headers } = await invoke(appClient(), "health", { body: {} });

@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { LOCAL_ANON_KEY } from "../local/keys.ts";
-import { appClient, createUser, fixtureGateway, invoke, stackTest, SUPABASE_URL } from "./support.ts";
+import {
+  appClient,
+  createUser,
+  fixtureGateway,
+  invoke,
+  stackTest,
+  SUPABASE_URL,
+} from "./support.ts";
 
 /**
  * The shared pipeline's HTTP behaviour, seen from a client: CORS, request ids, the error envelope,

@@ -20,25 +20,28 @@ async function stack(...args: string[]) {
   return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
 }
 
-stackTest("the token command prints only an ES256 user token, for the same user each time", async () => {
-  const email = `token-${crypto.randomUUID()}@example.test`;
-  const first = await stack("token", email);
-  const second = await stack("token", email);
-  assert.equal(first.code, 0, first.stderr);
-  const token = first.stdout.trim();
-  assert.match(token, /^[\w-]+\.[\w-]+\.[\w-]+$/, "stdout holds the token and nothing else");
-  assert.equal(first.stdout, `${token}\n`);
+stackTest(
+  "the token command prints only an ES256 user token, for the same user each time",
+  async () => {
+    const email = `token-${crypto.randomUUID()}@example.test`;
+    const first = await stack("token", email);
+    const second = await stack("token", email);
+    assert.equal(first.code, 0, first.stderr);
+    const token = first.stdout.trim();
+    assert.match(token, /^[\w-]+\.[\w-]+\.[\w-]+$/, "stdout holds the token and nothing else");
+    assert.equal(first.stdout, `${token}\n`);
 
-  const header = decodeProtectedHeader(token);
-  const claims = decodeJwt(token);
-  assert.equal(header.alg, "ES256");
-  assert.equal(header.kid, (await ensureSigningKey()).kid);
-  assert.equal(claims.email, email);
-  assert.equal(claims.role, "authenticated");
-  assert.equal(claims.aud, "authenticated");
-  assert.equal(claims.iss, ISSUER);
-  assert.equal(decodeJwt(second.stdout.trim()).sub, claims.sub, "the user is created once");
-});
+    const header = decodeProtectedHeader(token);
+    const claims = decodeJwt(token);
+    assert.equal(header.alg, "ES256");
+    assert.equal(header.kid, (await ensureSigningKey()).kid);
+    assert.equal(claims.email, email);
+    assert.equal(claims.role, "authenticated");
+    assert.equal(claims.aud, "authenticated");
+    assert.equal(claims.iss, ISSUER);
+    assert.equal(decodeJwt(second.stdout.trim()).sub, claims.sub, "the user is created once");
+  },
+);
 
 stackTest("the JWKS endpoint publishes the signing key's public half only", async () => {
   const response = await fetch(`${SUPABASE_URL}/auth/v1/.well-known/jwks.json`);
@@ -49,15 +52,18 @@ stackTest("the JWKS endpoint publishes the signing key's public half only", asyn
   assert.equal(jwks.keys[0].alg, "ES256");
 });
 
-stackTest("starting the stack while it runs says so instead of failing on taken ports", async () => {
-  const again = await stack("up");
-  assert.equal(again.code, 0);
-  assert.match(again.stdout, /already running/);
+stackTest(
+  "starting the stack while it runs says so instead of failing on taken ports",
+  async () => {
+    const again = await stack("up");
+    assert.equal(again.code, 0);
+    assert.match(again.stdout, /already running/);
 
-  const foreground = await stack("dev");
-  assert.equal(foreground.code, 1);
-  assert.match(foreground.stderr, /already running|already in use/);
-});
+    const foreground = await stack("dev");
+    assert.equal(foreground.code, 1);
+    assert.match(foreground.stderr, /already running|already in use/);
+  },
+);
 
 stackTest("the gateway restarts a function when its file changes", async () => {
   const dir = await Deno.makeTempDir();

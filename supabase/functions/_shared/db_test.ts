@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { asUser, createSql } from "./db.ts";
 
 /** Needs the local stack's database (`deno task test` starts it). */
-const url = Deno.env.get("SUPABASE_DB_URL") ?? "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
+const url = Deno.env.get("SUPABASE_DB_URL") ??
+  "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
 
 Deno.test({
   name: "asUser runs the work as role authenticated with the caller's claims",
@@ -16,7 +17,8 @@ Deno.test({
       const [row] = await asUser(
         sql,
         { kind: "user", id, role: "authenticated", email: claims.email, claims },
-        (tx) => tx<{ role: string; uid: string; email: string }[]>`
+        (tx) =>
+          tx<{ role: string; uid: string; email: string }[]>`
           select current_user as role, auth.uid()::text as uid, auth.email() as email`,
       );
       assert.deepEqual(row, { role: "authenticated", uid: id, email: "someone@example.test" });

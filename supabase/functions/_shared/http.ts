@@ -18,7 +18,9 @@ export function json(body: unknown, init: ResponseInit = {}): Response {
 
 export function errorResponse(error: ApiError, requestId: string): Response {
   return json(
-    { error: { code: error.code, message: error.message, request_id: requestId, ...error.details } },
+    {
+      error: { code: error.code, message: error.message, request_id: requestId, ...error.details },
+    },
     { status: error.status, headers: error.headers },
   );
 }

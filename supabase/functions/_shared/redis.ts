@@ -21,4 +21,3 @@ export function redis(): Redis {
   }
   return client;
 }
-

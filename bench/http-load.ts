@@ -1,0 +1,55 @@
+import { commandExists, run } from "../local/process.ts";
+
+/**
+ * HTTP load from a second process: wrk, from Debian's packages, so that the load generator costs
+ * the machine as little as possible and every endpoint is measured the same way.
+ */
+
+export interface LoadResult {
+  requestsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  requests: number;
+  non2xx: number;
+}
+
+export async function ensureWrk() {
+  if (await commandExists("wrk")) return;
+  const sudo = Deno.uid() === 0 ? [] : ["sudo", "--non-interactive"];
+  const [command, ...args] = [...sudo, "apt-get", "install", "-y", "-qq", "wrk"];
+  await run(command, args, { env: { DEBIAN_FRONTEND: "noninteractive" } });
+}
+
+function milliseconds(value: string, unit: string): number {
+  const factor: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000 };
+  return Number(value) * (factor[unit] ?? NaN);
+}
+
+export async function load(
+  url: string,
+  options: { connections?: number; seconds?: number; headers?: Record<string, string> } = {},
+): Promise<LoadResult> {
+  const headers = Object.entries(options.headers ?? {}).flatMap(([k, v]) => ["-H", `${k}: ${v}`]);
+  const output = await run("wrk", [
+    "--latency",
+    "-t",
+    "2",
+    "-c",
+    String(options.connections ?? 64),
+    "-d",
+    `${options.seconds ?? 10}s`,
+    ...headers,
+    url,
+  ]);
+  const latency = (percent: string) => {
+    const match = output.match(new RegExp(`^\\s*${percent}%\\s+([\\d.]+)(us|ms|s|m)\\s*$`, "m"));
+    return match ? milliseconds(match[1], match[2]) : NaN;
+  };
+  return {
+    requestsPerSecond: Number(output.match(/Requests\/sec:\s+([\d.]+)/)?.[1] ?? NaN),
+    p50Ms: latency("50"),
+    p99Ms: latency("99"),
+    requests: Number(output.match(/(\d+) requests in/)?.[1] ?? NaN),
+    non2xx: Number(output.match(/Non-2xx or 3xx responses: (\d+)/)?.[1] ?? 0),
+  };
+}

@@ -1,0 +1,121 @@
+import { LOCAL_DB_URL, LOCAL_SUPABASE_URL } from "../local/keys.ts";
+import { run } from "../local/process.ts";
+import { ensureWrk, load, type LoadResult } from "./http-load.ts";
+
+/**
+ * `deno task bench`: every benchmark, on the local stack (started here if it is not running),
+ * written to bench/results.md with the machine and the date. Targets are checked here, never by
+ * timed assertions in tests.
+ */
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const STACK = `${ROOT}local/stack.ts`;
+const RESULTS = `${ROOT}bench/results.md`;
+const SECONDS = Number(Deno.env.get("BENCH_SECONDS") ?? "10");
+const CONNECTIONS = 64;
+
+async function healthy(): Promise<boolean> {
+  try {
+    const response = await fetch(`${LOCAL_SUPABASE_URL}/functions/v1/health`);
+    await response.body?.cancel();
+    return response.ok;
+  } catch {
+    return false;
+  }
+}
+
+async function machine(): Promise<string> {
+  const cpu = (await Deno.readTextFile("/proc/cpuinfo")).match(/model name\s*:\s*(.+)/)?.[1];
+  const memory = Math.round(Deno.systemMemoryInfo().total / 1024 ** 3);
+  return [
+    `- Date: ${new Date().toISOString()}`,
+    `- Machine: ${navigator.hardwareConcurrency} cores (${cpu ?? "unknown CPU"}), ${memory} GiB`,
+    `- Deno ${Deno.version.deno}, ${
+      (await run("postgres", ["--version"]).catch(() =>
+        run("/usr/lib/postgresql/15/bin/postgres", ["--version"])
+      )).trim()
+    }`,
+    `- Load: wrk, ${CONNECTIONS} connections, ${SECONDS} s per endpoint, on loopback`,
+  ].join("\n");
+}
+
+/** Starts bench/bare-server.ts answering `body`, and returns its URL and a stop function. */
+async function bareServer(body: string) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", `${ROOT}bench/bare-server.ts`, body],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const { value } = await reader.read();
+  reader.releaseLock();
+  const { port } = JSON.parse(value ?? "{}");
+  return {
+    url: `http://127.0.0.1:${port}/`,
+    async stop() {
+      child.kill("SIGTERM");
+      await child.status;
+      await child.stdout.cancel().catch(() => {});
+    },
+  };
+}
+
+const row = (name: string, r: LoadResult) =>
+  `| ${name} | ${r.requestsPerSecond.toFixed(0)} | ${r.p50Ms.toFixed(2)} | ${
+    r.p99Ms.toFixed(2)
+  } | ${r.requests} | ${r.non2xx} |`;
+
+async function hotPathSection(): Promise<string> {
+  const healthUrl = `${LOCAL_SUPABASE_URL}/functions/v1/health`;
+  const sample = await (await fetch(healthUrl)).text();
+  const bare = await bareServer(sample);
+  let baseline: LoadResult;
+  try {
+    baseline = await load(bare.url, { connections: CONNECTIONS, seconds: SECONDS });
+  } finally {
+    await bare.stop();
+  }
+  const health = await load(healthUrl, { connections: CONNECTIONS, seconds: SECONDS });
+  const ratio = health.requestsPerSecond / baseline.requestsPerSecond;
+  return [
+    "## HTTP: health through the gateway against a bare Deno.serve",
+    "",
+    "`health` pays the whole pipeline plus one Postgres `select 1` and one Redis `PING` per request,",
+    "and the local gateway's proxy hop; the baseline answers the same JSON with nothing behind it.",
+    "",
+    "| endpoint | req/s | p50 ms | p99 ms | requests | non-2xx |",
+    "| --- | ---: | ---: | ---: | ---: | ---: |",
+    row("bare `Deno.serve`", baseline),
+    row("`GET /functions/v1/health`", health),
+    "",
+    `Ratio health / bare: ${(ratio * 100).toFixed(1)} %.`,
+  ].join("\n");
+}
+
+async function databaseSection(): Promise<string | null> {
+  try {
+    await Deno.stat(`${ROOT}bench/database.ts`);
+  } catch {
+    return null;
+  }
+  const { databaseBench } = await import("./database.ts");
+  return await databaseBench(Deno.env.get("SUPABASE_DB_URL") ?? LOCAL_DB_URL);
+}
+
+async function main() {
+  await ensureWrk();
+  const startedHere = !(await healthy());
+  if (startedHere) await run(Deno.execPath(), ["run", "-A", STACK, "up"]);
+  try {
+    const sections = [`# Benchmark results\n\n${await machine()}`, await hotPathSection()];
+    const database = await databaseSection();
+    if (database) sections.push(database);
+    await Deno.writeTextFile(RESULTS, sections.join("\n\n") + "\n");
+    console.log(sections.join("\n\n"));
+    console.log(`\nwritten to ${RESULTS}`);
+  } finally {
+    if (startedHere) await run(Deno.execPath(), ["run", "-A", STACK, "down"]);
+  }
+}
+
+await main();
