@@ -26,5 +26,23 @@ if (import.meta.main) {
     },
   });
 
+  // The edge runtime's `EdgeRuntime.waitUntil` keeps background work (such as metrics writes)
+  // alive after the response; on shutdown it fires `beforeunload` and lets that work finish.
+  const background = new Set<Promise<unknown>>();
+  Object.defineProperty(globalThis, "EdgeRuntime", {
+    value: {
+      waitUntil(promise: Promise<unknown>) {
+        background.add(promise);
+        promise.finally(() => background.delete(promise)).catch(() => {});
+      },
+    },
+  });
+  Deno.addSignalListener("SIGTERM", async () => {
+    dispatchEvent(new Event("beforeunload"));
+    const grace = new Promise((resolve) => setTimeout(resolve, 3_000));
+    await Promise.race([Promise.allSettled([...background]), grace]);
+    Deno.exit(0);
+  });
+
   await import(new URL(entry, `file://${Deno.cwd()}/`).href);
 }

@@ -246,3 +246,34 @@ export function startGateway(options: GatewayOptions): Promise<Gateway> {
     }, handle);
   });
 }
+
+/**
+ * A gateway on its own, for tests that need several gateway processes sharing one Redis and one
+ * database: `deno run -A local/gateway.ts --port 54331 [--functions-dir D] [--config C]`. The
+ * functions read the environment this process was started with.
+ */
+if (import.meta.main) {
+  const { ensureSigningKey, publicJwks } = await import("./signing-key.ts");
+  const flag = (name: string) => {
+    const index = Deno.args.indexOf(`--${name}`);
+    return index >= 0 ? Deno.args[index + 1] : undefined;
+  };
+  const root = new URL("..", import.meta.url).pathname;
+  const supabaseUrl = (Deno.env.get("SUPABASE_URL") ?? "http://127.0.0.1:54321").replace(/\/$/, "");
+  const gateway = await startGateway({
+    port: Number(flag("port") ?? 0),
+    functionsDir: flag("functions-dir") ?? `${root}supabase/functions`,
+    configPath: flag("config") ?? `${root}supabase/config.toml`,
+    env: {},
+    jwks: publicJwks(await ensureSigningKey()),
+    jwtSecret: Deno.env.get("JWT_SECRET") ?? "",
+    issuer: `${supabaseUrl}/auth/v1`,
+  });
+  console.log(JSON.stringify({ gateway: gateway.url }));
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, async () => {
+      await gateway.close();
+      Deno.exit(0);
+    });
+  }
+}

@@ -66,7 +66,13 @@ function whoami(token?: string) {
 stackTest("a protected function accepts an ES256 user token checked against the JWKS", async () => {
   const { status, body } = await whoami(user.token);
   assert.equal(status, 200);
-  assert.deepEqual(body, { id: user.id, email: user.email, role: "authenticated", message: null });
+  assert.deepEqual(body, {
+    id: user.id,
+    email: user.email,
+    role: "authenticated",
+    settings: {},
+    message: null,
+  });
 });
 
 stackTest(

@@ -1,4 +1,5 @@
 import { createClient, type SupabaseClient } from "@supabase/supabase-js";
+import { Redis } from "@upstash/redis";
 import postgres from "postgres";
 import { type Gateway, startGateway } from "../local/gateway.ts";
 import { LOCAL_ANON_KEY } from "../local/keys.ts";
@@ -6,6 +7,7 @@ import { LocalRedis } from "../local/redis.ts";
 import { ensureSigningKey, publicJwks, signUserToken } from "../local/signing-key.ts";
 import { LOCAL_FUNCTION_ENV } from "../local/stack.ts";
 import { ensureUser } from "../local/users.ts";
+import { refreshProfile } from "../supabase/functions/_shared/profile-cache.ts";
 
 /** What the tests share: the stack's settings, clients shaped like the app's, and users. */
 
@@ -104,4 +106,98 @@ export async function fixtureGateway(
   // Its function processes must not outlive the test module; close() signals them at once.
   addEventListener("unload", () => void gateway.close());
   return gateway;
+}
+
+/** The Upstash client the functions use, pointed at the stack's bridge. */
+export function upstash(): Redis {
+  return new Redis({
+    url: env.UPSTASH_REDIS_REST_URL,
+    token: env.UPSTASH_REDIS_REST_TOKEN,
+    enableTelemetry: false,
+  });
+}
+
+/**
+ * Changes a user's plan the way the Stripe webhook does: the row in Postgres, then the profile
+ * cache refreshed from it.
+ */
+export async function changePlan(userId: string, planId: string) {
+  const sql = database();
+  try {
+    await sql`update public.profiles set plan_id = ${planId} where id = ${userId}`;
+    await refreshProfile(upstash(), sql, userId);
+  } finally {
+    await sql.end();
+  }
+}
+
+/** Sets the bridge's artificial delay before every Redis answer (0 turns it off). */
+export async function delayRedis(ms: number) {
+  const response = await fetch(`${env.UPSTASH_REDIS_REST_URL}/__local/delay`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${env.UPSTASH_REDIS_REST_TOKEN}` },
+    body: JSON.stringify({ ms }),
+  });
+  await response.body?.cancel();
+  if (!response.ok) throw new Error(`bridge delay: ${response.status}`);
+}
+
+/**
+ * Waits until the current minute has enough of it left for a burst, so that a test counting
+ * "exactly the limit" never straddles the per-minute window boundary.
+ */
+export async function atStartOfWindow(secondsNeeded = 20) {
+  const intoMinute = (Date.now() % 60_000) / 1000;
+  if (intoMinute > 60 - secondsNeeded) {
+    await new Promise((resolve) => setTimeout(resolve, (61 - intoMinute) * 1000));
+  }
+}
+
+/**
+ * A gateway in a process of its own over the fixture functions, as a second or third instance
+ * sharing the stack's Redis and database.
+ */
+export async function gatewayProcess(): Promise<{ url: string; close(): Promise<void> }> {
+  const fixtures = new URL("./fixtures/", import.meta.url).pathname;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../local/gateway.ts", import.meta.url).pathname,
+      "--functions-dir",
+      `${fixtures}functions`,
+      "--config",
+      `${fixtures}config.toml`,
+    ],
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream());
+  const reader = lines.getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("the gateway process exited before it listened");
+    text += value;
+  }
+  const url = JSON.parse(text.split("\n")[0]).gateway as string;
+  // Its functions log through its stdout; keep reading so they never block on a full pipe.
+  const drained = (async () => {
+    while (!(await reader.read()).done) { /* discard */ }
+  })();
+  addEventListener("unload", () => {
+    try {
+      child.kill("SIGTERM");
+    } catch { /* already gone */ }
+  });
+  return {
+    url,
+    async close() {
+      child.kill("SIGTERM");
+      await child.status;
+      await drained.catch(() => {});
+    },
+  };
 }

@@ -1,14 +1,26 @@
 import type { z } from "zod";
 import { type AuthVerifier, bearerToken, type Caller, createAuthVerifier } from "./auth.ts";
 import { type Config, config, ConfigError } from "./config.ts";
+import { sql } from "./db.ts";
 import { ApiError } from "./errors.ts";
 import { corsHeaders, errorResponse, type Method, readBodyText, requestIdOf } from "./http.ts";
 import { log } from "./log.ts";
+import { createMetrics } from "./metrics.ts";
+import { type Plan, type Profile, readProfile } from "./profile-cache.ts";
+import {
+  createRateLimiter,
+  limitOf,
+  type RateLimitClass,
+  type RateLimitDecision,
+  rateLimitHeaders,
+} from "./rate-limit.ts";
+import { redis } from "./redis.ts";
 
 /**
  * The one request pipeline: every function declares what it needs and gets CORS, a request id,
- * method checks, authentication, body limits and validation, error mapping and a log line from
- * here, in this order, without repeating any of it.
+ * method checks, authentication, the caller's profile (cached) and rate limit, body limits and
+ * validation, error mapping, a log line and a metrics row from here, in this order, without
+ * repeating any of it.
  */
 
 export type AuthMode = "none" | "user" | "service_role";
@@ -23,6 +35,8 @@ export interface FunctionSpec<A extends AuthMode, S extends z.ZodType | undefine
   auth: A;
   /** Schema of the JSON body of POST, PUT and PATCH requests; without one it is left unread. */
   body?: S;
+  /** The per-minute limit class, keyed by user; only for functions that require a user. */
+  rateLimit?: A extends "user" ? RateLimitClass : never;
 }
 
 export interface Context<A extends AuthMode, S extends z.ZodType | undefined> {
@@ -31,6 +45,10 @@ export interface Context<A extends AuthMode, S extends z.ZodType | undefined> {
   requestId: string;
   config: Config;
   caller: CallerFor<A>;
+  /** The caller's profile and plan, through the profile cache (functions that require a user). */
+  profile: A extends "user" ? Profile : null;
+  /** The rate-limit decision that let this request in, when the function is rate limited. */
+  rateLimit: RateLimitDecision | null;
   /** The validated body on POST, PUT and PATCH; undefined on other methods. */
   body: S extends z.ZodType ? z.infer<S> : undefined;
 }
@@ -40,6 +58,46 @@ export type Handler = (req: Request) => Promise<Response>;
 const BODY_METHODS = new Set(["POST", "PUT", "PATCH"]);
 
 let verifier: AuthVerifier | undefined;
+const rateLimiter = createRateLimiter({ redis, sql });
+const metrics = createMetrics(sql);
+
+/**
+ * The plan each user had on their last request here. With it, the profile read and the rate
+ * limit check go out together in one Upstash round trip instead of one after the other; the
+ * profile then confirms the guess, and only when the plan changed is the limit asked again.
+ */
+const planHints = new Map<string, Plan>();
+const MAX_PLAN_HINTS = 10_000;
+
+async function admit(
+  caller: Extract<Caller, { kind: "user" }>,
+  rateClass: RateLimitClass | undefined,
+): Promise<{ profile: Profile; decision: RateLimitDecision | null }> {
+  const hint = planHints.get(caller.id);
+  const guessed = hint && rateClass
+    ? rateLimiter.check(rateClass, caller.id, limitOf(hint, rateClass))
+    : null;
+  const { profile } = await readProfile(redis(), sql(), caller.id);
+  if (!profile) throw new ApiError("unauthorized", "this account no longer exists");
+  if (planHints.size >= MAX_PLAN_HINTS) planHints.clear();
+  planHints.set(caller.id, profile.plan);
+  if (!rateClass) return { profile, decision: null };
+
+  const limit = limitOf(profile.plan, rateClass);
+  let decision = guessed ? await guessed : null;
+  if (!decision || decision.limit !== limit) {
+    decision = await rateLimiter.check(rateClass, caller.id, limit);
+  }
+  if (!decision.allowed) {
+    throw new ApiError(
+      "rate_limited",
+      `too many ${rateClass} requests; try again in a moment`,
+      { retry_after: Number(rateLimitHeaders(decision)["retry-after"]) },
+      rateLimitHeaders(decision),
+    );
+  }
+  return { profile, decision };
+}
 
 function authVerifier(c: Config): AuthVerifier {
   verifier ??= createAuthVerifier({
@@ -111,6 +169,7 @@ export function defineFunction<A extends AuthMode, S extends z.ZodType | undefin
     const requestId = requestIdOf(req);
     let cors = new Headers();
     let caller: Caller | null = null;
+    let decision: RateLimitDecision | null = null;
     let response: Response;
     try {
       const c = config();
@@ -121,6 +180,8 @@ export function defineFunction<A extends AuthMode, S extends z.ZodType | undefin
         throw new ApiError("method_not_allowed", `${req.method} is not allowed`, {}, { allow });
       } else {
         caller = await authenticate(req, spec.auth, c);
+        const admitted = caller?.kind === "user" ? await admit(caller, spec.rateLimit) : null;
+        decision = admitted?.decision ?? null;
         const body = spec.body && BODY_METHODS.has(req.method)
           ? await parseBody(req, spec.body, c.MAX_BODY_BYTES)
           : undefined;
@@ -130,6 +191,8 @@ export function defineFunction<A extends AuthMode, S extends z.ZodType | undefin
           requestId,
           config: c,
           caller: caller as CallerFor<A>,
+          profile: (admitted?.profile ?? null) as Context<A, S>["profile"],
+          rateLimit: decision,
           body: body as Context<A, S>["body"],
         });
       }
@@ -139,15 +202,32 @@ export function defineFunction<A extends AuthMode, S extends z.ZodType | undefin
 
     const headers = new Headers(response.headers);
     cors.forEach((value, key) => headers.set(key, value));
+    if (decision) {
+      for (const [key, value] of Object.entries(rateLimitHeaders(decision))) {
+        headers.set(key, value);
+      }
+    }
     headers.set("x-request-id", requestId);
+    const userId = caller?.kind === "user" ? caller.id : null;
+    const durationMs = Math.round((performance.now() - started) * 10) / 10;
     log.info("request", {
       function: spec.name,
       request_id: requestId,
-      user_id: caller?.kind === "user" ? caller.id : null,
+      user_id: userId,
       method: req.method,
       status: response.status,
-      duration_ms: Math.round(performance.now() - started),
+      duration_ms: durationMs,
     });
+    if (req.method !== "OPTIONS") {
+      metrics.record({
+        function_name: spec.name,
+        method: req.method,
+        status: response.status,
+        duration_ms: durationMs,
+        user_id: userId,
+        request_id: requestId,
+      });
+    }
     return new Response(response.body, {
       status: response.status,
       statusText: response.statusText,

@@ -1,5 +1,6 @@
 import { Redis } from "@upstash/redis";
 import { config } from "./config.ts";
+import { log } from "./log.ts";
 
 let client: Redis | undefined;
 
@@ -21,3 +22,35 @@ export function redis(): Redis {
   }
   return client;
 }
+
+/**
+ * Whether Redis is worth asking. After a failure (an error or no answer within the caller's
+ * timeout) requests go straight to their Postgres fallback, and one request per
+ * `RETRY_INTERVAL_MS` tries Redis again, so a slow Redis costs one timeout per interval rather
+ * than one per request. Each switch is logged once.
+ */
+export const REDIS_TIMEOUT_MS = 1_000;
+const RETRY_INTERVAL_MS = 2_000;
+let failingSince: number | null = null;
+let lastAttempt = 0;
+
+export const redisHealth = {
+  shouldTry(): boolean {
+    const now = Date.now();
+    if (failingSince !== null && now - lastAttempt < RETRY_INTERVAL_MS) return false;
+    lastAttempt = now;
+    return true;
+  },
+  failed(reason: string) {
+    if (failingSince === null) {
+      failingSince = Date.now();
+      log.warn("redis unavailable; using the Postgres fallbacks", { reason });
+    }
+  },
+  succeeded() {
+    if (failingSince !== null) {
+      log.info("redis is back", { after_ms: Date.now() - failingSince });
+      failingSince = null;
+    }
+  },
+};

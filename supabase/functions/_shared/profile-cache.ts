@@ -1,0 +1,162 @@
+import type { Redis } from "@upstash/redis";
+import type { Sql } from "./db.ts";
+import { log } from "./log.ts";
+import { REDIS_TIMEOUT_MS, redisHealth } from "./redis.ts";
+import { withTimeout } from "./timeout.ts";
+
+/**
+ * Read-through cache of a user's profile and plan in Redis. What it holds changes only through
+ * writes that end in `refreshProfile` or `forgetProfile`; the usage counter, which changes on
+ * every metered request, is deliberately not in it, so it can never be served stale.
+ *
+ * Entries carry the row's version (`updated_at` in microseconds) and are only ever replaced by
+ * a newer one (`SET_IF_NEWER`), so a slow reader that loaded the row before a write cannot put
+ * the old row back after the writer refreshed it.
+ */
+
+export interface Plan {
+  id: string;
+  name: string;
+  monthly_quota: number;
+  ai_per_minute: number;
+  general_per_minute: number;
+  upload_per_minute: number;
+}
+
+export interface Profile {
+  id: string;
+  version: number;
+  plan: Plan;
+  settings: Record<string, unknown>;
+  subscription_status: string | null;
+}
+
+/** What a deleted account leaves behind, so a still-valid token cannot refill the cache. */
+interface Tombstone {
+  deleted: true;
+  version: number;
+}
+
+export const PROFILE_TTL_SECONDS = 300;
+/** Longer than any access token lives, so no token outlives the tombstone of its account. */
+const TOMBSTONE_TTL_SECONDS = 2 * 3600;
+
+export const profileKey = (userId: string) => `profile:v1:${userId}`;
+
+const SET_IF_NEWER = `
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, decoded = pcall(cjson.decode, current)
+  if ok and type(decoded) == 'table' and tonumber(decoded.version) and
+     tonumber(decoded.version) >= tonumber(ARGV[2]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1`;
+
+function storeIfNewer(redis: Redis, userId: string, entry: Profile | Tombstone, ttl: number) {
+  return redis.eval(SET_IF_NEWER, [profileKey(userId)], [
+    JSON.stringify(entry),
+    String(entry.version),
+    String(ttl),
+  ]);
+}
+
+/** One database read of the profile joined with its plan. */
+export async function loadProfile(sql: Sql, userId: string): Promise<Profile | null> {
+  const [row] = await sql<Profile[]>`
+    select p.id,
+           (extract(epoch from p.updated_at) * 1000000)::float8 as version,
+           json_build_object(
+             'id', pl.id, 'name', pl.name, 'monthly_quota', pl.monthly_quota,
+             'ai_per_minute', pl.ai_per_minute, 'general_per_minute', pl.general_per_minute,
+             'upload_per_minute', pl.upload_per_minute
+           ) as plan,
+           p.settings,
+           p.subscription_status
+      from public.profiles p
+      join public.plans pl on pl.id = p.plan_id
+     where p.id = ${userId}`;
+  return row ?? null;
+}
+
+const loading = new Map<string, Promise<Profile | null>>();
+
+/** Concurrent misses for one user in this isolate share one database read. */
+function loadOnce(sql: Sql, redis: Redis | null, userId: string): Promise<Profile | null> {
+  let pending = loading.get(userId);
+  if (!pending) {
+    pending = loadProfile(sql, userId).then((profile) => {
+      if (profile && redis) {
+        storeIfNewer(redis, userId, profile, PROFILE_TTL_SECONDS).catch(() => {});
+      }
+      return profile;
+    }).finally(() => loading.delete(userId));
+    loading.set(userId, pending);
+  }
+  return pending;
+}
+
+export interface CachedRead {
+  profile: Profile | null;
+  /** Whether Redis answered; false means the profile came from Postgres because it did not. */
+  redisOk: boolean;
+}
+
+/**
+ * The caller's profile: Redis first, Postgres on a miss or when Redis does not answer. `GETEX`
+ * (with no option it only reads) is used rather than `GET` because the Upstash client batches
+ * reads and writes into separate auto-pipelines, and the rate limiter's script is a write: this
+ * way both travel in the same HTTP round trip.
+ */
+export async function readProfile(redis: Redis, sql: Sql, userId: string): Promise<CachedRead> {
+  if (!redisHealth.shouldTry()) {
+    return { profile: await loadOnce(sql, null, userId), redisOk: false };
+  }
+  let cached: Profile | Tombstone | null;
+  try {
+    cached = await withTimeout(
+      redis.getex<Profile | Tombstone>(profileKey(userId)),
+      REDIS_TIMEOUT_MS,
+      "profile cache read",
+    );
+    redisHealth.succeeded();
+  } catch (error) {
+    redisHealth.failed(error instanceof Error ? error.message : String(error));
+    return { profile: await loadOnce(sql, null, userId), redisOk: false };
+  }
+  if (cached && "deleted" in cached) return { profile: null, redisOk: true };
+  if (cached) return { profile: cached, redisOk: true };
+  return { profile: await loadOnce(sql, redis, userId), redisOk: true };
+}
+
+/** After a write to the profile (or its plan): put the fresh row in the cache. */
+export async function refreshProfile(
+  redis: Redis,
+  sql: Sql,
+  userId: string,
+): Promise<Profile | null> {
+  const profile = await loadProfile(sql, userId);
+  try {
+    if (profile) await storeIfNewer(redis, userId, profile, PROFILE_TTL_SECONDS);
+    else await forgetProfile(redis, userId);
+  } catch (error) {
+    // The entry expires within PROFILE_TTL_SECONDS; say so rather than fail the write.
+    log.warn("profile cache refresh failed", {
+      user_id: userId,
+      error: error instanceof Error ? error.message : String(error),
+    });
+  }
+  return profile;
+}
+
+/** After an account is deleted: no later read may bring its profile back. */
+export async function forgetProfile(redis: Redis, userId: string) {
+  await storeIfNewer(
+    redis,
+    userId,
+    { deleted: true, version: Number.MAX_SAFE_INTEGER },
+    TOMBSTONE_TTL_SECONDS,
+  );
+}

@@ -1,0 +1,122 @@
+import { Ratelimit } from "@upstash/ratelimit";
+import type { Redis } from "@upstash/redis";
+import type { Sql } from "./db.ts";
+import type { Plan } from "./profile-cache.ts";
+import { REDIS_TIMEOUT_MS, redisHealth } from "./redis.ts";
+
+/**
+ * Per-minute rate limits by class, with the limit taken from the caller's plan. Redis (sliding
+ * window, `@upstash/ratelimit`) decides when it answers within the timeout; otherwise the shared
+ * Postgres limiter `rate_limit_hit` does, so the limit holds across every instance even while
+ * Redis is down or slow. A timeout is never taken as permission.
+ */
+
+export type RateLimitClass = "ai" | "general" | "upload";
+
+export interface RateLimitDecision {
+  allowed: boolean;
+  limit: number;
+  remaining: number;
+  /** When the window resets, in milliseconds since the epoch. */
+  resetAt: number;
+  source: "redis" | "postgres";
+}
+
+const WINDOW_SECONDS = 60;
+
+export function limitOf(plan: Plan, rateClass: RateLimitClass): number {
+  switch (rateClass) {
+    case "ai":
+      return plan.ai_per_minute;
+    case "general":
+      return plan.general_per_minute;
+    case "upload":
+      return plan.upload_per_minute;
+  }
+}
+
+const limiters = new Map<string, Ratelimit>();
+
+/**
+ * One limiter per class and limit, made once per isolate so the library's cache of identifiers
+ * it already refused keeps working. All limiters of a class share its prefix, hence its counters:
+ * a plan change moves the user to another limit, not to a fresh window.
+ */
+function limiter(redis: Redis, rateClass: RateLimitClass, limit: number): Ratelimit {
+  const key = `${rateClass}:${limit}`;
+  let found = limiters.get(key);
+  if (!found) {
+    found = new Ratelimit({
+      redis,
+      limiter: Ratelimit.slidingWindow(limit, `${WINDOW_SECONDS} s`),
+      prefix: `ratelimit:${rateClass}`,
+      timeout: REDIS_TIMEOUT_MS,
+      analytics: false,
+    });
+    limiters.set(key, found);
+  }
+  return found;
+}
+
+async function postgresDecision(
+  sql: Sql,
+  rateClass: RateLimitClass,
+  identifier: string,
+  limit: number,
+): Promise<RateLimitDecision> {
+  const [row] = await sql<{ allowed: boolean; remaining: number; reset_at: Date }[]>`
+    select allowed, remaining, reset_at
+      from public.rate_limit_hit(${`ratelimit:${rateClass}:${identifier}`}, ${limit},
+                                 ${WINDOW_SECONDS})`;
+  return {
+    allowed: row.allowed,
+    limit,
+    remaining: row.remaining,
+    resetAt: row.reset_at.getTime(),
+    source: "postgres",
+  };
+}
+
+export interface RateLimiter {
+  check(rateClass: RateLimitClass, identifier: string, limit: number): Promise<RateLimitDecision>;
+}
+
+export function createRateLimiter(deps: { redis: () => Redis; sql: () => Sql }): RateLimiter {
+  return {
+    async check(rateClass, identifier, limit) {
+      if (redisHealth.shouldTry()) {
+        try {
+          const result = await limiter(deps.redis(), rateClass, limit).limit(identifier);
+          if (result.reason === "timeout") {
+            redisHealth.failed(`no answer within ${REDIS_TIMEOUT_MS} ms`);
+          } else {
+            redisHealth.succeeded();
+            return {
+              allowed: result.success,
+              limit: result.limit,
+              remaining: result.remaining,
+              resetAt: result.reset,
+              source: "redis",
+            };
+          }
+        } catch (error) {
+          redisHealth.failed(error instanceof Error ? error.message : String(error));
+        }
+      }
+      return await postgresDecision(deps.sql(), rateClass, identifier, limit);
+    },
+  };
+}
+
+/** The headers every rate-limited response carries. */
+export function rateLimitHeaders(decision: RateLimitDecision): Record<string, string> {
+  const headers: Record<string, string> = {
+    "x-ratelimit-limit": String(decision.limit),
+    "x-ratelimit-remaining": String(decision.remaining),
+    "x-ratelimit-reset": String(Math.ceil(decision.resetAt / 1000)),
+  };
+  if (!decision.allowed) {
+    headers["retry-after"] = String(Math.max(1, Math.ceil((decision.resetAt - Date.now()) / 1000)));
+  }
+  return headers;
+}
