@@ -27,7 +27,13 @@ function milliseconds(value: string, unit: string): number {
 
 export async function load(
   url: string,
-  options: { connections?: number; seconds?: number; headers?: Record<string, string> } = {},
+  options: {
+    connections?: number;
+    seconds?: number;
+    headers?: Record<string, string>;
+    /** A wrk Lua script, for requests that vary (method, body, one token per user). */
+    script?: string;
+  } = {},
 ): Promise<LoadResult> {
   const headers = Object.entries(options.headers ?? {}).flatMap(([k, v]) => ["-H", `${k}: ${v}`]);
   const output = await run("wrk", [
@@ -39,6 +45,7 @@ export async function load(
     "-d",
     `${options.seconds ?? 10}s`,
     ...headers,
+    ...(options.script ? ["-s", options.script] : []),
     url,
   ]);
   const latency = (percent: string) => {
@@ -52,4 +59,26 @@ export async function load(
     requests: Number(output.match(/(\d+) requests in/)?.[1] ?? NaN),
     non2xx: Number(output.match(/Non-2xx or 3xx responses: (\d+)/)?.[1] ?? 0),
   };
+}
+
+/** A wrk script sending `method` with `body`, each request as the next of `tokens` in turn. */
+export async function rotatingTokensScript(
+  tokens: string[],
+  method: "GET" | "POST",
+  body?: string,
+): Promise<string> {
+  const path = await Deno.makeTempFile({ suffix: ".lua" });
+  await Deno.writeTextFile(
+    path,
+    `local tokens = { ${tokens.map((t) => JSON.stringify(t)).join(", ")} }
+local i = 0
+request = function()
+  i = i + 1
+  local headers = { ["Authorization"] = "Bearer " .. tokens[(i % #tokens) + 1],
+                    ["Content-Type"] = "application/json" }
+  return wrk.format(${JSON.stringify(method)}, nil, headers, ${body ? JSON.stringify(body) : "nil"})
+end
+`,
+  );
+  return path;
 }

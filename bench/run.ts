@@ -1,6 +1,8 @@
 import { LOCAL_DB_URL, LOCAL_SUPABASE_URL } from "../local/keys.ts";
 import { run } from "../local/process.ts";
+import { hotPathBench } from "./hot-path.ts";
 import { ensureWrk, load, type LoadResult } from "./http-load.ts";
+import { bareServer, CONNECTIONS, SECONDS } from "./support.ts";
 
 /**
  * `deno task bench`: every benchmark, on the local stack (started here if it is not running),
@@ -11,8 +13,6 @@ import { ensureWrk, load, type LoadResult } from "./http-load.ts";
 const ROOT = new URL("..", import.meta.url).pathname;
 const STACK = `${ROOT}local/stack.ts`;
 const RESULTS = `${ROOT}bench/results.md`;
-const SECONDS = Number(Deno.env.get("BENCH_SECONDS") ?? "10");
-const CONNECTIONS = 64;
 
 async function healthy(): Promise<boolean> {
   try {
@@ -39,33 +39,12 @@ async function machine(): Promise<string> {
   ].join("\n");
 }
 
-/** Starts bench/bare-server.ts answering `body`, and returns its URL and a stop function. */
-async function bareServer(body: string) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", `${ROOT}bench/bare-server.ts`, body],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const { value } = await reader.read();
-  reader.releaseLock();
-  const { port } = JSON.parse(value ?? "{}");
-  return {
-    url: `http://127.0.0.1:${port}/`,
-    async stop() {
-      child.kill("SIGTERM");
-      await child.status;
-      await child.stdout.cancel().catch(() => {});
-    },
-  };
-}
-
 const row = (name: string, r: LoadResult) =>
   `| ${name} | ${r.requestsPerSecond.toFixed(0)} | ${r.p50Ms.toFixed(2)} | ${
     r.p99Ms.toFixed(2)
   } | ${r.requests} | ${r.non2xx} |`;
 
-async function hotPathSection(): Promise<string> {
+async function healthSection(): Promise<string> {
   const healthUrl = `${LOCAL_SUPABASE_URL}/functions/v1/health`;
   const sample = await (await fetch(healthUrl)).text();
   const bare = await bareServer(sample);
@@ -107,7 +86,11 @@ async function main() {
   const startedHere = !(await healthy());
   if (startedHere) await run(Deno.execPath(), ["run", "-A", STACK, "up"]);
   try {
-    const sections = [`# Benchmark results\n\n${await machine()}`, await hotPathSection()];
+    const sections = [
+      `# Benchmark results\n\n${await machine()}`,
+      await healthSection(),
+      await hotPathBench(),
+    ];
     const database = await databaseSection();
     if (database) sections.push(database);
     await Deno.writeTextFile(RESULTS, sections.join("\n\n") + "\n");

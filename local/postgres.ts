@@ -165,6 +165,9 @@ export class LocalPostgres {
       // v3 of the CLI spells `--db-url <url>` as `--remote=<url>`.
       `--remote=${this.url}`,
       "--yes",
+      // A branch merged after a newer migration was applied here carries older timestamps;
+      // locally they are applied rather than refused, as a fresh database would apply them.
+      "--include-all",
       "--workdir",
       PROJECT_ROOT,
     ], {

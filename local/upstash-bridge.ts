@@ -14,6 +14,7 @@
  *   strings, at any depth), except a top-level simple-string `OK`, which the client passes
  *   through as is. Integers and nulls stay JSON numbers and nulls; errors are never encoded.
  *
+ * `GET /__local/stats` counts the command requests (round trips) and commands answered.
  * `POST /__local/delay {"ms": n}` makes every later command request wait n ms first, so tests
  * can simulate a slow Redis; `{"ms": 0}` turns it off.
  */
@@ -90,6 +91,8 @@ export async function startUpstashBridge(opts: UpstashBridgeOptions): Promise<Up
   const redis = new RespClient({ hostname: opts.redisHostname, port: opts.redisPort });
   const scripts = new ScriptShim();
   let delayMs = 0;
+  /** Command requests answered (HTTP round trips) and Redis commands run, for the benchmarks. */
+  const stats = { requests: 0, commands: 0 };
 
   async function handle(req: Request): Promise<Response> {
     const url = new URL(req.url);
@@ -100,6 +103,7 @@ export async function startUpstashBridge(opts: UpstashBridgeOptions): Promise<Up
       return reply(405, { error: `ERR method ${req.method} is not allowed` });
     }
     if (url.pathname === "/__local/delay") return setDelay(req);
+    if (url.pathname === "/__local/stats") return reply(200, stats);
 
     let parsed: BridgeRequest;
     try {
@@ -109,6 +113,8 @@ export async function startUpstashBridge(opts: UpstashBridgeOptions): Promise<Up
       throw error;
     }
     if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+    stats.requests += 1;
+    stats.commands += parsed.kind === "command" ? 1 : parsed.commands.length;
 
     const base64 = req.headers.get("upstash-encoding")?.toLowerCase() === "base64";
     try {

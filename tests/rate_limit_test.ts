@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { waitFor } from "../local/process.ts";
 import {
   atStartOfWindow,
+  bridgeStats,
   changePlan,
   createUser,
   delayRedis,
@@ -164,3 +165,13 @@ stackTest(
     assert.equal(after.headers.get("x-ratelimit-limit"), "100");
   },
 );
+
+stackTest("a warm rate-limited request costs exactly one Upstash round trip", async () => {
+  const user = await createUser("round-trips");
+  await call(user);
+  await call(user);
+  const before = await bridgeStats();
+  for (let i = 0; i < 10; i++) assert.equal((await call(user)).status, 200);
+  const after = await bridgeStats();
+  assert.equal(after.requests - before.requests, 10);
+});

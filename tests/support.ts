@@ -142,6 +142,14 @@ export async function delayRedis(ms: number) {
   if (!response.ok) throw new Error(`bridge delay: ${response.status}`);
 }
 
+/** How many command requests (round trips) and commands the bridge has answered so far. */
+export async function bridgeStats(): Promise<{ requests: number; commands: number }> {
+  const response = await fetch(`${env.UPSTASH_REDIS_REST_URL}/__local/stats`, {
+    headers: { authorization: `Bearer ${env.UPSTASH_REDIS_REST_TOKEN}` },
+  });
+  return await response.json();
+}
+
 /**
  * Waits until the current minute has enough of it left for a burst, so that a test counting
  * "exactly the limit" never straddles the per-minute window boundary.

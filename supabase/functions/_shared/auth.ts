@@ -60,6 +60,9 @@ export function bearerToken(req: Request): string | null {
   return match ? match[1] : null;
 }
 
+const VERIFIED_CACHE_SIZE = 10_000;
+const VERIFIED_CACHE_MS = 60_000;
+
 export function createAuthVerifier(options: AuthVerifierOptions): AuthVerifier {
   const { jwtSecret, jwksUrl, issuer, audience = "authenticated" } = options;
   if (jwtSecret !== undefined && jwtSecret.length < MIN_SECRET_LENGTH) {
@@ -80,31 +83,50 @@ export function createAuthVerifier(options: AuthVerifierOptions): AuthVerifier {
     throw invalid();
   }
 
+  // A signature check costs about a millisecond of CPU (ES256), more than all the rest of a warm
+  // request. A token is immutable, so its verdict is reused until it expires, but for no more
+  // than a minute, so that a key withdrawn from the JWKS stops being honoured soon after.
+  const verified = new Map<string, { caller: Caller; until: number }>();
+
+  async function verifySignature(token: string): Promise<Caller> {
+    let header: ProtectedHeaderParameters;
+    try {
+      header = decodeProtectedHeader(token);
+    } catch {
+      throw invalid();
+    }
+    const [alg, key] = await keyFor(header);
+
+    let claims: JWTPayload;
+    try {
+      ({ payload: claims } = await jwtVerify(token, key, {
+        // Exactly the algorithm the key was chosen for: no HS/asymmetric confusion.
+        algorithms: [alg],
+        clockTolerance: CLOCK_TOLERANCE_S,
+        requiredClaims: ["exp"],
+      }));
+    } catch (err) {
+      if (err instanceof errors.JWTExpired) {
+        throw new ApiError("unauthorized", "token expired");
+      }
+      throw invalid();
+    }
+    return callerOf(claims, issuer, audience);
+  }
+
   return {
     async verify(token) {
-      let header: ProtectedHeaderParameters;
-      try {
-        header = decodeProtectedHeader(token);
-      } catch {
-        throw invalid();
+      const now = Date.now();
+      const hit = verified.get(token);
+      if (hit && now < hit.until) return hit.caller;
+      if (hit) verified.delete(token);
+      const caller = await verifySignature(token);
+      if (verified.size >= VERIFIED_CACHE_SIZE) {
+        verified.delete(verified.keys().next().value!);
       }
-      const [alg, key] = await keyFor(header);
-
-      let claims: JWTPayload;
-      try {
-        ({ payload: claims } = await jwtVerify(token, key, {
-          // Exactly the algorithm the key was chosen for: no HS/asymmetric confusion.
-          algorithms: [alg],
-          clockTolerance: CLOCK_TOLERANCE_S,
-          requiredClaims: ["exp"],
-        }));
-      } catch (err) {
-        if (err instanceof errors.JWTExpired) {
-          throw new ApiError("unauthorized", "token expired");
-        }
-        throw invalid();
-      }
-      return callerOf(claims, issuer, audience);
+      const expiry = typeof caller.claims.exp === "number" ? caller.claims.exp * 1000 : now;
+      verified.set(token, { caller, until: Math.min(expiry, now + VERIFIED_CACHE_MS) });
+      return caller;
     },
   };
 }

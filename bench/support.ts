@@ -1,0 +1,27 @@
+/** What the benchmarks share: the load settings and the bare `Deno.serve` baseline. */
+
+export const SECONDS = Number(Deno.env.get("BENCH_SECONDS") ?? "10");
+export const CONNECTIONS = 64;
+
+const BARE_SERVER = new URL("./bare-server.ts", import.meta.url).pathname;
+
+/** Starts bench/bare-server.ts answering `body`; returns its URL and a stop function. */
+export async function bareServer(body: string) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", BARE_SERVER, body],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const { value } = await reader.read();
+  reader.releaseLock();
+  const { port } = JSON.parse(value ?? "{}");
+  return {
+    url: `http://127.0.0.1:${port}/`,
+    async stop() {
+      child.kill("SIGTERM");
+      await child.status;
+      await child.stdout.cancel().catch(() => {});
+    },
+  };
+}
