@@ -112,9 +112,9 @@ export async function startUpstashBridge(opts: UpstashBridgeOptions): Promise<Up
       if (error instanceof BadRequest) return reply(400, { error: error.message });
       throw error;
     }
-    if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
     stats.requests += 1;
     stats.commands += parsed.kind === "command" ? 1 : parsed.commands.length;
+    if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
 
     const base64 = req.headers.get("upstash-encoding")?.toLowerCase() === "base64";
     try {

@@ -72,7 +72,14 @@ export function createAuthVerifier(options: AuthVerifierOptions): AuthVerifier {
     throw new Error("createAuthVerifier needs jwtSecret or jwksUrl");
   }
   const secret = jwtSecret === undefined ? undefined : new TextEncoder().encode(jwtSecret);
-  const jwks = jwksUrl === undefined ? undefined : createJwksCache(jwksUrl, options);
+  const now = options.now ?? Date.now;
+  // A check costs about a millisecond of CPU (ES256), more than all the rest of a warm request.
+  // A token is immutable, so its verdict is reused until it expires, for at most a minute, and
+  // forgotten whenever the JWKS changes, so a withdrawn key stops being honoured at once.
+  const verified = new Map<string, { caller: Caller; until: number }>();
+  const jwks = jwksUrl === undefined
+    ? undefined
+    : createJwksCache(jwksUrl, options, () => verified.clear());
 
   // The header is unauthenticated: it only picks which key to try, never which kind of key.
   async function keyFor({ alg, kid }: ProtectedHeaderParameters): Promise<[Alg, VerifyKey]> {
@@ -82,11 +89,6 @@ export function createAuthVerifier(options: AuthVerifierOptions): AuthVerifier {
     }
     throw invalid();
   }
-
-  // A signature check costs about a millisecond of CPU (ES256), more than all the rest of a warm
-  // request. A token is immutable, so its verdict is reused until it expires, but for no more
-  // than a minute, so that a key withdrawn from the JWKS stops being honoured soon after.
-  const verified = new Map<string, { caller: Caller; until: number }>();
 
   async function verifySignature(token: string): Promise<Caller> {
     let header: ProtectedHeaderParameters;
@@ -116,16 +118,16 @@ export function createAuthVerifier(options: AuthVerifierOptions): AuthVerifier {
 
   return {
     async verify(token) {
-      const now = Date.now();
+      const at = now();
       const hit = verified.get(token);
-      if (hit && now < hit.until) return hit.caller;
+      if (hit && at < hit.until) return hit.caller;
       if (hit) verified.delete(token);
       const caller = await verifySignature(token);
       if (verified.size >= VERIFIED_CACHE_SIZE) {
         verified.delete(verified.keys().next().value!);
       }
-      const expiry = typeof caller.claims.exp === "number" ? caller.claims.exp * 1000 : now;
-      verified.set(token, { caller, until: Math.min(expiry, now + VERIFIED_CACHE_MS) });
+      const expiry = typeof caller.claims.exp === "number" ? caller.claims.exp * 1000 : at;
+      verified.set(token, { caller, until: Math.min(expiry, at + VERIFIED_CACHE_MS) });
       return caller;
     },
   };
@@ -161,7 +163,7 @@ function callerOf(claims: JWTPayload, issuer: string, audience: string): Caller 
  * Written by hand rather than with jose's createRemoteJWKSet, which stops serving keys once its
  * cache expires while the endpoint is down.
  */
-function createJwksCache(url: string, options: AuthVerifierOptions) {
+function createJwksCache(url: string, options: AuthVerifierOptions, onReplaced: () => void) {
   const fetchFn = options.fetch ?? fetch;
   const now = options.now ?? Date.now;
   const cooldownMs = options.jwksRefetchCooldownMs ?? 30_000;
@@ -200,6 +202,7 @@ function createJwksCache(url: string, options: AuthVerifierOptions) {
         }
       }
       keys = next;
+      onReplaced();
     } catch (err) {
       log.warn("jwks refresh failed", { reason: String(err), cached_keys: keys.size });
     }
