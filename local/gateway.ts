@@ -259,7 +259,8 @@ if (import.meta.main) {
     return index >= 0 ? Deno.args[index + 1] : undefined;
   };
   const root = new URL("..", import.meta.url).pathname;
-  const supabaseUrl = (Deno.env.get("SUPABASE_URL") ?? "http://127.0.0.1:54321").replace(/\/$/, "");
+  const { LOCAL_SUPABASE_URL } = await import("./keys.ts");
+  const supabaseUrl = (Deno.env.get("SUPABASE_URL") ?? LOCAL_SUPABASE_URL).replace(/\/$/, "");
   const gateway = await startGateway({
     port: Number(flag("port") ?? 0),
     functionsDir: flag("functions-dir") ?? `${root}supabase/functions`,

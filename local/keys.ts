@@ -15,12 +15,18 @@ export const LOCAL_SERVICE_ROLE_KEY =
 /** The bearer token the local Upstash-REST bridge accepts. */
 export const LOCAL_UPSTASH_TOKEN = "local-upstash-token";
 
+/**
+ * The ports of the local contract. Each can be moved with an environment variable, so that a
+ * second stack (another checkout, a parallel CI job) can run beside the first.
+ */
+const port = (variable: string, fallback: number) => Number(Deno.env.get(variable) ?? fallback);
+
 export const LOCAL_PORTS = {
-  gateway: 54321,
-  postgres: 54322,
-  upstashBridge: 8079,
+  gateway: port("LOCAL_GATEWAY_PORT", 54321),
+  postgres: port("LOCAL_DB_PORT", 54322),
+  upstashBridge: port("LOCAL_BRIDGE_PORT", 8079),
   /** Redis itself; only the bridge talks to it. */
-  redis: 54380,
+  redis: port("LOCAL_REDIS_PORT", 54380),
 } as const;
 
 export const LOCAL_SUPABASE_URL = `http://127.0.0.1:${LOCAL_PORTS.gateway}`;

@@ -9,7 +9,7 @@ import { LOCAL_FUNCTION_ENV } from "./stack.ts";
  */
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
-const STATE_DIR = `${ROOT}/.local/test`;
+const STATE_DIR = Deno.env.get("TEST_STATE_DIR") ?? `${ROOT}/.local/test`;
 const env = { ...LOCAL_FUNCTION_ENV, ...Deno.env.toObject(), STACK_STATE_DIR: STATE_DIR };
 
 interface Outcome {

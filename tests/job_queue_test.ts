@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import postgres from "postgres";
+import { LOCAL_DB_URL } from "../local/keys.ts";
 
 /**
  * The job queue under concurrency: claimers racing over the same jobs, expired locks and
@@ -10,8 +11,7 @@ import postgres from "postgres";
  * neither takes nor leaves behind jobs of anything else sharing the database.
  */
 
-const DB_URL = Deno.env.get("SUPABASE_DB_URL") ??
-  "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
+const DB_URL = Deno.env.get("SUPABASE_DB_URL") ?? LOCAL_DB_URL;
 
 interface Job {
   id: string; // bigint arrives as a string

@@ -209,3 +209,27 @@ export async function gatewayProcess(): Promise<{ url: string; close(): Promise<
     },
   };
 }
+
+/**
+ * A gateway of its own over the real `supabase/functions`, for tests whose functions must talk
+ * to a test server of theirs (an OpenAI- or Stripe-compatible one): `functionEnv` overrides what
+ * those functions read, on top of the stack's settings.
+ */
+export async function functionsGateway(
+  functionEnv: Record<string, string>,
+  log: (line: string) => void = () => {},
+): Promise<Gateway> {
+  const root = new URL("../", import.meta.url).pathname;
+  const gateway = await startGateway({
+    port: 0,
+    functionsDir: `${root}supabase/functions`,
+    configPath: `${root}supabase/config.toml`,
+    env: { ...env, ...functionEnv },
+    jwks: publicJwks(await ensureSigningKey()),
+    jwtSecret: env.JWT_SECRET,
+    issuer: ISSUER,
+    log,
+  });
+  addEventListener("unload", () => void gateway.close());
+  return gateway;
+}

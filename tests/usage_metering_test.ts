@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import postgres from "postgres";
+import { LOCAL_DB_URL } from "../local/keys.ts";
 
 /**
  * increment_usage_if_allowed under real concurrency: many connections hammering one user's
  * quota at once. The pgTAP file 11_usage_metering.test.sql covers the single-caller rules.
  */
 
-const DB_URL = Deno.env.get("SUPABASE_DB_URL") ??
-  "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
+const DB_URL = Deno.env.get("SUPABASE_DB_URL") ?? LOCAL_DB_URL;
 const POOL = 50;
 const CALLERS = 1_000;
 

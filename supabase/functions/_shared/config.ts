@@ -31,6 +31,27 @@ const ConfigSchema = z.object({
   HEALTH_CHECK_TIMEOUT_MS: positiveInt(1_000),
   MAX_BODY_BYTES: positiveInt(5 * 1024 * 1024),
   APP_VERSION: z.string().min(1).default("dev"),
+
+  /** Without a key (and base URL) the AI functions answer 503 `ai_unavailable`. */
+  OPENAI_API_KEY: z.string().min(1).optional(),
+  /** Any OpenAI-compatible server; defaults to OpenAI's own. */
+  OPENAI_BASE_URL: z.url().optional(),
+  OPENAI_MODEL: z.string().min(1).default("gpt-4o-mini"),
+  OPENAI_TIMEOUT_MS: positiveInt(30_000),
+  OPENAI_MAX_RETRIES: z.coerce.number().int().min(0).max(5).default(2),
+  AI_CACHE_TTL_SECONDS: positiveInt(7 * 24 * 3600),
+
+  /** Without it the billing functions answer 503 `billing_unavailable`. */
+  STRIPE_SECRET_KEY: z.string().min(1).optional(),
+  /** The signing secret of the webhook endpoint (`whsec_...`); several may be comma-separated. */
+  STRIPE_WEBHOOK_SECRET: z.string().min(1).optional(),
+  /** Another Stripe API host, such as a local Stripe-compatible server (`http://127.0.0.1:12111`). */
+  STRIPE_API_BASE: z.url().optional(),
+  STRIPE_TIMEOUT_MS: positiveInt(10_000),
+  /** Where Checkout and the Customer Portal send the user back: app deep links work. */
+  BILLING_SUCCESS_URL: z.string().min(1).default("aiapp://billing/success"),
+  BILLING_CANCEL_URL: z.string().min(1).default("aiapp://billing/cancel"),
+  BILLING_RETURN_URL: z.string().min(1).default("aiapp://billing"),
 });
 
 export type Config = z.infer<typeof ConfigSchema> & {
@@ -47,7 +68,9 @@ export class ConfigError extends Error {
 
 /** Parses a set of environment variables; exported for tests, functions use `config()`. */
 export function parseConfig(env: Record<string, string | undefined>): Config {
-  const result = ConfigSchema.safeParse(env);
+  // An empty value (`supabase secrets set X=`) means unset, as it does for a shell.
+  const set = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== ""));
+  const result = ConfigSchema.safeParse(set);
   if (!result.success) {
     const variables = [...new Set(result.error.issues.map((issue) => String(issue.path[0])))];
     const detail = result.error.issues

@@ -48,3 +48,10 @@ Deno.test("allowed origins are read as a comma-separated list", () => {
   const config = parseConfig({ ...valid, ALLOWED_ORIGINS: " https://a.example , * " });
   assert.deepEqual(config.ALLOWED_ORIGINS, ["https://a.example", "*"]);
 });
+
+Deno.test("an empty value counts as unset: optional ones fall back, required ones are named", () => {
+  const config = parseConfig({ ...valid, OPENAI_API_KEY: "", APP_VERSION: "" });
+  assert.equal(config.OPENAI_API_KEY, undefined);
+  assert.equal(config.APP_VERSION, "dev");
+  assert.throws(() => parseConfig({ ...valid, SUPABASE_DB_URL: "" }), /SUPABASE_DB_URL/);
+});

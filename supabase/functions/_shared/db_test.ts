@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
+import { LOCAL_DB_URL } from "../../../local/keys.ts";
 import { asUser, createSql } from "./db.ts";
 
 /** Needs the local stack's database (`deno task test` starts it). */
-const url = Deno.env.get("SUPABASE_DB_URL") ??
-  "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
+const url = Deno.env.get("SUPABASE_DB_URL") ?? LOCAL_DB_URL;
 
 Deno.test({
   name: "asUser runs the work as role authenticated with the caller's claims",

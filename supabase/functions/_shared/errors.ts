@@ -1,25 +1,13 @@
+import { ERROR_CODES } from "./contracts.ts";
+
 /**
  * The closed set of errors a function can answer with. Anything thrown anywhere in the pipeline
- * or a handler is either an `ApiError` or becomes `internal`; `http.ts` turns it into the one
+ * or a handler is either an `ApiError` or becomes `internal` (the codes are listed in
+ * contracts.ts, which the app's client shares); `http.ts` turns it into the one
  * JSON envelope `{"error":{"code","message","request_id",...details}}`.
  */
 
-export type ErrorCode =
-  | "invalid_json"
-  | "validation_failed"
-  | "invalid_signature"
-  | "unauthorized"
-  | "quota_exceeded"
-  | "forbidden"
-  | "not_found"
-  | "method_not_allowed"
-  | "conflict"
-  | "payload_too_large"
-  | "rate_limited"
-  | "internal"
-  | "unavailable"
-  | "ai_unavailable"
-  | "billing_unavailable";
+export type ErrorCode = typeof ERROR_CODES[number];
 
 export function statusOf(code: ErrorCode): number {
   switch (code) {

@@ -1,0 +1,261 @@
+import { z } from "zod";
+
+/**
+ * Every request and response body of every function, as zod schemas. The functions validate
+ * what they accept and build what they return from these; the Expo app's client imports this
+ * same file, so both ends agree by construction. It imports nothing but zod: no Deno API, so it
+ * bundles in React Native.
+ */
+
+// ---------------------------------------------------------------------------------------------
+// Shared pieces
+// ---------------------------------------------------------------------------------------------
+
+export const ERROR_CODES = [
+  "invalid_json",
+  "validation_failed",
+  "invalid_signature",
+  "unauthorized",
+  "quota_exceeded",
+  "forbidden",
+  "not_found",
+  "method_not_allowed",
+  "conflict",
+  "payload_too_large",
+  "rate_limited",
+  "internal",
+  "unavailable",
+  "ai_unavailable",
+  "billing_unavailable",
+] as const;
+
+/** `{"error":{"code","message","request_id",...details}}`, the body of every failure. */
+export const ErrorEnvelope = z.object({
+  error: z.looseObject({
+    code: z.enum(ERROR_CODES),
+    message: z.string(),
+    request_id: z.string(),
+  }),
+});
+export type ErrorEnvelope = z.infer<typeof ErrorEnvelope>;
+
+/** A profile's settings; the database enforces the same rules (`profile_settings_are_valid`). */
+export const Settings = z.strictObject({
+  locale: z.string().regex(/^[a-z]{2}(-[A-Z]{2})?$/, "must look like en or en-US").optional(),
+  theme: z.enum(["system", "light", "dark"]).optional(),
+  notifications_enabled: z.boolean().optional(),
+  default_analysis_type: z.string().min(1).max(64).optional(),
+});
+export type Settings = z.infer<typeof Settings>;
+
+export const PlanId = z.enum(["free", "pro", "team"]);
+
+export const Plan = z.object({
+  id: z.string(),
+  name: z.string(),
+  monthly_quota: z.number().int(),
+  ai_per_minute: z.number().int(),
+  general_per_minute: z.number().int(),
+  upload_per_minute: z.number().int(),
+});
+export type Plan = z.infer<typeof Plan>;
+
+/** The monthly quota as it stands after the request that returned it. */
+export const Usage = z.object({
+  used: z.number().int(),
+  quota: z.number().int(),
+  remaining: z.number().int(),
+  resets_at: z.iso.datetime({ offset: true }),
+});
+export type Usage = z.infer<typeof Usage>;
+
+const Timestamp = z.iso.datetime({ offset: true });
+/** An opaque position in a user's history, returned by `history` and `sync`. */
+const Cursor = z.string().min(1).max(512);
+
+// ---------------------------------------------------------------------------------------------
+// health
+// ---------------------------------------------------------------------------------------------
+
+const Check = z.object({
+  ok: z.boolean(),
+  latency_ms: z.number(),
+  error: z.string().optional(),
+});
+
+export const HealthResponse = z.object({
+  status: z.enum(["ok", "degraded"]),
+  checks: z.object({ database: Check, redis: Check }),
+  version: z.string(),
+  uptime_s: z.number(),
+});
+export type HealthResponse = z.infer<typeof HealthResponse>;
+
+// ---------------------------------------------------------------------------------------------
+// profile
+// ---------------------------------------------------------------------------------------------
+
+export const ProfileResponse = z.object({
+  id: z.uuid(),
+  email: z.string().nullable(),
+  plan: Plan,
+  settings: Settings,
+  subscription_status: z.string().nullable(),
+});
+export type ProfileResponse = z.infer<typeof ProfileResponse>;
+
+/** `PATCH profile`: the settings to change; keys left out keep their value. */
+export const ProfileUpdateRequest = z.strictObject({ settings: Settings });
+export type ProfileUpdateRequest = z.infer<typeof ProfileUpdateRequest>;
+
+export const ProfileDeleteResponse = z.object({ deleted: z.literal(true) });
+export type ProfileDeleteResponse = z.infer<typeof ProfileDeleteResponse>;
+
+// ---------------------------------------------------------------------------------------------
+// usage
+// ---------------------------------------------------------------------------------------------
+
+export const RateWindow = z.object({
+  limit: z.number().int(),
+  remaining: z.number().int(),
+  resets_at: Timestamp,
+});
+
+export const UsageResponse = z.object({
+  usage: Usage,
+  rate_limits: z.object({ ai: RateWindow, general: RateWindow, upload: RateWindow }),
+});
+export type UsageResponse = z.infer<typeof UsageResponse>;
+
+// ---------------------------------------------------------------------------------------------
+// history and sync
+// ---------------------------------------------------------------------------------------------
+
+export const AnalysisResult = z.object({
+  summary: z.string().max(4_000),
+  scores: z.record(z.string().max(64), z.number().min(0).max(100)),
+  findings: z.array(z.object({
+    title: z.string().max(200),
+    detail: z.string().max(2_000),
+    severity: z.enum(["low", "medium", "high"]),
+  })).max(50),
+  recommendations: z.array(z.string().max(1_000)).max(50),
+});
+export type AnalysisResult = z.infer<typeof AnalysisResult>;
+
+export const AnalysisItem = z.object({
+  id: z.uuid(),
+  created_at: Timestamp,
+  analysis_type: z.string(),
+  input_kind: z.enum(["text", "image_url", "image_base64"]).nullable(),
+  model: z.string().nullable(),
+  cached: z.boolean(),
+  result: AnalysisResult,
+});
+export type AnalysisItem = z.infer<typeof AnalysisItem>;
+
+export const MessageItem = z.object({
+  id: z.uuid(),
+  created_at: Timestamp,
+  conversation_id: z.uuid(),
+  role: z.enum(["user", "assistant"]),
+  content: z.string(),
+  model: z.string().nullable(),
+});
+export type MessageItem = z.infer<typeof MessageItem>;
+
+/** `GET history?type=&limit=&cursor=&conversation_id=` (query string). */
+export const HistoryQuery = z.strictObject({
+  type: z.enum(["analyses", "messages"]).default("analyses"),
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  cursor: Cursor.optional(),
+  conversation_id: z.uuid().optional(),
+});
+export type HistoryQuery = z.infer<typeof HistoryQuery>;
+
+export const HistoryResponse = z.discriminatedUnion("type", [
+  z.object({
+    type: z.literal("analyses"),
+    items: z.array(AnalysisItem),
+    next_cursor: Cursor.nullable(),
+    has_more: z.boolean(),
+  }),
+  z.object({
+    type: z.literal("messages"),
+    items: z.array(MessageItem),
+    next_cursor: Cursor.nullable(),
+    has_more: z.boolean(),
+  }),
+]);
+export type HistoryResponse = z.infer<typeof HistoryResponse>;
+
+/** `GET sync?since=` (query string); without `since`, everything recent. */
+export const SyncQuery = z.strictObject({ since: Cursor.optional() });
+export type SyncQuery = z.infer<typeof SyncQuery>;
+
+export const SyncResponse = z.object({
+  analyses: z.array(AnalysisItem),
+  messages: z.array(MessageItem),
+  profile: ProfileResponse,
+  usage: Usage,
+  cursor: Cursor,
+  /** When to ask again: sooner for users active lately. */
+  next_sync_in_s: z.number().int().positive(),
+});
+export type SyncResponse = z.infer<typeof SyncResponse>;
+
+// ---------------------------------------------------------------------------------------------
+// analyze and chat (metered)
+// ---------------------------------------------------------------------------------------------
+
+export const MAX_BASE64_IMAGE_CHARS = 5_000_000;
+
+export const AnalyzeInput = z.discriminatedUnion("kind", [
+  z.strictObject({ kind: z.literal("text"), text: z.string().min(1).max(20_000) }),
+  z.strictObject({
+    kind: z.literal("image_url"),
+    url: z.url({ protocol: /^https$/, error: "must be an https URL" }).max(4_096),
+  }),
+  z.strictObject({
+    kind: z.literal("image_base64"),
+    media_type: z.enum(["image/jpeg", "image/png", "image/webp", "image/gif"]),
+    data: z.base64().max(MAX_BASE64_IMAGE_CHARS, "must be at most 5 MB of base64"),
+  }),
+]);
+export type AnalyzeInput = z.infer<typeof AnalyzeInput>;
+
+export const AnalyzeRequest = z.strictObject({
+  analysis_type: z.string().min(1).max(64),
+  input: AnalyzeInput,
+});
+export type AnalyzeRequest = z.infer<typeof AnalyzeRequest>;
+
+export const AnalyzeResponse = z.object({
+  analysis: AnalysisItem,
+  /** True when the result came from the AI response cache rather than the model. */
+  cached: z.boolean(),
+  usage: Usage,
+});
+export type AnalyzeResponse = z.infer<typeof AnalyzeResponse>;
+
+export const ChatRequest = z.strictObject({
+  /** Omit to start a new conversation. */
+  conversation_id: z.uuid().optional(),
+  message: z.string().min(1).max(8_000),
+});
+export type ChatRequest = z.infer<typeof ChatRequest>;
+
+export const ChatResponse = z.object({
+  conversation_id: z.uuid(),
+  reply: MessageItem,
+  cached: z.boolean(),
+  usage: Usage,
+});
+export type ChatResponse = z.infer<typeof ChatResponse>;
+
+/**
+ * With `Accept: text/event-stream`, `chat` answers with server-sent events: any number of
+ * `event: delta` (data `{"text": "..."}`), then one `event: done` whose data is a ChatResponse,
+ * or one `event: error` whose data is an ErrorEnvelope.
+ */
+export const ChatDelta = z.object({ text: z.string() });
