@@ -12,7 +12,7 @@ import { ensureSigningKey, publicJwks, signUserToken } from "../local/signing-ke
 import { LOCAL_FUNCTION_ENV } from "../local/stack.ts";
 import { ensureUser } from "../local/users.ts";
 import { load, type LoadResult, rotatingTokensScript } from "./http-load.ts";
-import { bareServer, CONNECTIONS, SECONDS } from "./support.ts";
+import { CONNECTIONS, loadBare, resultRow, SECONDS } from "./support.ts";
 
 /**
  * The hot path every authenticated request pays (JWT check, profile cache, rate limit, and for a
@@ -205,13 +205,7 @@ export async function hotPathBench(): Promise<string> {
       headers: { authorization: `Bearer ${tokens[0]}` },
     })).text();
 
-    const bare = await bareServer(sample);
-    let baseline: LoadResult;
-    try {
-      baseline = await load(bare.url, { connections: CONNECTIONS, seconds: SECONDS });
-    } finally {
-      await bare.stop();
-    }
+    const baseline = await loadBare(sample);
     const cached = await measure(sql, whoamiUrl, getScript, "whoami");
     const metered = await measure(sql, meteredUrl, postScript, "metered");
     const [{ overgrant }] = await sql<{ overgrant: number }[]>`
@@ -221,10 +215,6 @@ export async function hotPathBench(): Promise<string> {
 
     const getRatio = cached.result.requestsPerSecond / baseline.requestsPerSecond;
     const meteredRatio = metered.result.requestsPerSecond / updateTps;
-    const row = (name: string, r: LoadResult) =>
-      `| ${name} | ${r.requestsPerSecond.toFixed(0)} | ${r.p50Ms.toFixed(2)} | ${
-        r.p99Ms.toFixed(2)
-      } | ${r.non2xx} |`;
     const perRequest = (name: string, m: Measured) =>
       `| ${name} | ${m.roundTripsPerRequest.toFixed(2)} | ${m.statementsPerRequest.toFixed(2)} | ${
         m.metricsInsertsPerRequest.toFixed(3)
@@ -239,9 +229,9 @@ export async function hotPathBench(): Promise<string> {
       "",
       "| endpoint | req/s | p50 ms | p99 ms | non-2xx |",
       "| --- | ---: | ---: | ---: | ---: |",
-      row("bare `Deno.serve`, same JSON", baseline),
-      row("`GET whoami` (JWT, profile cache, rate limit)", cached.result),
-      row("`POST metered` (the above + one usage increment)", metered.result),
+      resultRow("bare `Deno.serve`, same JSON", baseline),
+      resultRow("`GET whoami` (JWT, profile cache, rate limit)", cached.result),
+      resultRow("`POST metered` (the above + one usage increment)", metered.result),
       `| pgbench bare conditional \`update\`, spread users (tps) | ${updateTps.toFixed(0)} | | | |`,
       "",
       "| per request | Upstash round trips | Postgres statements | metrics inserts (batched) |",

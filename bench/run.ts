@@ -1,8 +1,8 @@
 import { LOCAL_DB_URL, LOCAL_SUPABASE_URL } from "../local/keys.ts";
 import { run } from "../local/process.ts";
 import { hotPathBench } from "./hot-path.ts";
-import { ensureWrk, load, type LoadResult } from "./http-load.ts";
-import { bareServer, CONNECTIONS, SECONDS } from "./support.ts";
+import { ensureWrk, load } from "./http-load.ts";
+import { CONNECTIONS, loadBare, resultRow, SECONDS } from "./support.ts";
 
 /**
  * `deno task bench`: every benchmark, on the local stack (started here if it is not running),
@@ -39,21 +39,10 @@ async function machine(): Promise<string> {
   ].join("\n");
 }
 
-const row = (name: string, r: LoadResult) =>
-  `| ${name} | ${r.requestsPerSecond.toFixed(0)} | ${r.p50Ms.toFixed(2)} | ${
-    r.p99Ms.toFixed(2)
-  } | ${r.requests} | ${r.non2xx} |`;
-
 async function healthSection(): Promise<string> {
   const healthUrl = `${LOCAL_SUPABASE_URL}/functions/v1/health`;
   const sample = await (await fetch(healthUrl)).text();
-  const bare = await bareServer(sample);
-  let baseline: LoadResult;
-  try {
-    baseline = await load(bare.url, { connections: CONNECTIONS, seconds: SECONDS });
-  } finally {
-    await bare.stop();
-  }
+  const baseline = await loadBare(sample);
   const health = await load(healthUrl, { connections: CONNECTIONS, seconds: SECONDS });
   const ratio = health.requestsPerSecond / baseline.requestsPerSecond;
   return [
@@ -62,10 +51,10 @@ async function healthSection(): Promise<string> {
     "`health` pays the whole pipeline plus one Postgres `select 1` and one Redis `PING` per request,",
     "and the local gateway's proxy hop; the baseline answers the same JSON with nothing behind it.",
     "",
-    "| endpoint | req/s | p50 ms | p99 ms | requests | non-2xx |",
-    "| --- | ---: | ---: | ---: | ---: | ---: |",
-    row("bare `Deno.serve`", baseline),
-    row("`GET /functions/v1/health`", health),
+    "| endpoint | req/s | p50 ms | p99 ms | non-2xx |",
+    "| --- | ---: | ---: | ---: | ---: |",
+    resultRow("bare `Deno.serve`", baseline),
+    resultRow("`GET /functions/v1/health`", health),
     "",
     `Ratio health / bare: ${(ratio * 100).toFixed(1)} %.`,
   ].join("\n");

@@ -1,3 +1,5 @@
+import { load, type LoadResult } from "./http-load.ts";
+
 /** What the benchmarks share: the load settings and the bare `Deno.serve` baseline. */
 
 export const SECONDS = Number(Deno.env.get("BENCH_SECONDS") ?? "10");
@@ -6,7 +8,7 @@ export const CONNECTIONS = 64;
 const BARE_SERVER = new URL("./bare-server.ts", import.meta.url).pathname;
 
 /** Starts bench/bare-server.ts answering `body`; returns its URL and a stop function. */
-export async function bareServer(body: string) {
+async function bareServer(body: string) {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-net", BARE_SERVER, body],
     stdout: "piped",
@@ -24,4 +26,21 @@ export async function bareServer(body: string) {
       await child.stdout.cancel().catch(() => {});
     },
   };
+}
+
+/** The baseline: a bare `Deno.serve` answering `body`, under the same load as the functions. */
+export async function loadBare(body: string): Promise<LoadResult> {
+  const bare = await bareServer(body);
+  try {
+    return await load(bare.url, { connections: CONNECTIONS, seconds: SECONDS });
+  } finally {
+    await bare.stop();
+  }
+}
+
+/** One Markdown table row: name, req/s, p50, p99, non-2xx. */
+export function resultRow(name: string, r: LoadResult): string {
+  return `| ${name} | ${r.requestsPerSecond.toFixed(0)} | ${r.p50Ms.toFixed(2)} | ${
+    r.p99Ms.toFixed(2)
+  } | ${r.non2xx} |`;
 }

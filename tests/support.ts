@@ -88,15 +88,23 @@ export async function createUser(prefix = "user"): Promise<TestUser> {
  * A second gateway over `tests/fixtures/functions`, whose functions exist only to exercise the
  * shared pipeline. `functionEnv` overrides what those functions read.
  */
-export async function fixtureGateway(
+export function fixtureGateway(
   functionEnv: Record<string, string> = {},
   log: (line: string) => void = () => {},
 ): Promise<Gateway> {
-  const fixtures = new URL("./fixtures/", import.meta.url).pathname;
+  return gatewayOver(new URL("./fixtures/", import.meta.url).pathname, functionEnv, log);
+}
+
+/** A gateway in this process over `<dir>/functions` and `<dir>/config.toml`. */
+async function gatewayOver(
+  dir: string,
+  functionEnv: Record<string, string>,
+  log: (line: string) => void,
+): Promise<Gateway> {
   const gateway = await startGateway({
     port: 0,
-    functionsDir: `${fixtures}functions`,
-    configPath: `${fixtures}config.toml`,
+    functionsDir: `${dir}functions`,
+    configPath: `${dir}config.toml`,
     env: { ...env, ...functionEnv },
     jwks: publicJwks(await ensureSigningKey()),
     jwtSecret: env.JWT_SECRET,
@@ -215,21 +223,9 @@ export async function gatewayProcess(): Promise<{ url: string; close(): Promise<
  * to a test server of theirs (an OpenAI- or Stripe-compatible one): `functionEnv` overrides what
  * those functions read, on top of the stack's settings.
  */
-export async function functionsGateway(
+export function functionsGateway(
   functionEnv: Record<string, string>,
   log: (line: string) => void = () => {},
 ): Promise<Gateway> {
-  const root = new URL("../", import.meta.url).pathname;
-  const gateway = await startGateway({
-    port: 0,
-    functionsDir: `${root}supabase/functions`,
-    configPath: `${root}supabase/config.toml`,
-    env: { ...env, ...functionEnv },
-    jwks: publicJwks(await ensureSigningKey()),
-    jwtSecret: env.JWT_SECRET,
-    issuer: ISSUER,
-    log,
-  });
-  addEventListener("unload", () => void gateway.close());
-  return gateway;
+  return gatewayOver(new URL("../supabase/", import.meta.url).pathname, functionEnv, log);
 }
