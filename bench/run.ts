@@ -1,5 +1,6 @@
 import { LOCAL_DB_URL, LOCAL_SUPABASE_URL } from "../local/keys.ts";
 import { run } from "../local/process.ts";
+import { databaseBench } from "./database.ts";
 import { hotPathBench } from "./hot-path.ts";
 import { ensureWrk, load } from "./http-load.ts";
 import { CONNECTIONS, loadBare, resultRow, SECONDS } from "./support.ts";
@@ -60,16 +61,6 @@ async function healthSection(): Promise<string> {
   ].join("\n");
 }
 
-async function databaseSection(): Promise<string | null> {
-  try {
-    await Deno.stat(`${ROOT}bench/database.ts`);
-  } catch {
-    return null;
-  }
-  const { databaseBench } = await import("./database.ts");
-  return await databaseBench(Deno.env.get("SUPABASE_DB_URL") ?? LOCAL_DB_URL);
-}
-
 async function main() {
   await ensureWrk();
   const startedHere = !(await healthy());
@@ -80,8 +71,7 @@ async function main() {
       await healthSection(),
       await hotPathBench(),
     ];
-    const database = await databaseSection();
-    if (database) sections.push(database);
+    sections.push(await databaseBench(Deno.env.get("SUPABASE_DB_URL") ?? LOCAL_DB_URL));
     await Deno.writeTextFile(RESULTS, sections.join("\n\n") + "\n");
     console.log(sections.join("\n\n"));
     console.log(`\nwritten to ${RESULTS}`);

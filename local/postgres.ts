@@ -91,6 +91,8 @@ export class LocalPostgres {
         `unix_socket_directories = ''`,
         `shared_preload_libraries = 'pg_cron,pg_stat_statements'`,
         `cron.database_name = 'postgres'`,
+        // Jobs run in background workers: over libpq they would need a socket or a password.
+        `cron.use_background_workers = on`,
         `max_connections = 200`,
         `wal_level = logical`,
         `log_min_messages = warning`,
