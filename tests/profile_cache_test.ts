@@ -65,3 +65,25 @@ stackTest("a deleted account's still-valid token is refused, cached profile or n
   assert.equal(status, 401);
   assert.equal(body.error.code, "unauthorized");
 });
+
+stackTest(
+  "fifty concurrent first requests for one user read the profile from Postgres once",
+  async () => {
+    const user = await createUser("concurrent-miss");
+    const sql = database();
+    try {
+      await sql`select extensions.pg_stat_statements_reset()`;
+      const statuses = await Promise.all(
+        Array.from({ length: 50 }, async () => (await whoami(user)).status),
+      );
+      assert.ok(statuses.every((status) => status === 200));
+      const [{ calls }] = await sql<{ calls: number }[]>`
+      select coalesce(sum(calls), 0)::int as calls
+        from extensions.pg_stat_statements
+       where query ilike '%from public.profiles p%join public.plans pl%'`;
+      assert.equal(calls, 1);
+    } finally {
+      await sql.end();
+    }
+  },
+);

@@ -180,3 +180,19 @@ stackTest("a warm rate-limited request costs exactly one Upstash round trip", as
   const after = await bridgeStats();
   assert.equal(after.requests - before.requests, 10);
 });
+
+stackTest(
+  "a function without a user is limited by client address with the free plan's limit",
+  async () => {
+    await atStartOfWindow();
+    const outcomes: { status: number; headers: Headers }[] = [];
+    for (let i = 0; i < 22; i++) {
+      const response = await fetch(`${gateway.url}/functions/v1/public-limited`);
+      await response.body?.cancel();
+      outcomes.push({ status: response.status, headers: response.headers });
+    }
+    assert.deepEqual(outcomes.map((o) => o.status), [...Array(20).fill(200), 429, 429]);
+    assert.equal(outcomes[0].headers.get("x-ratelimit-limit"), "20");
+    assert.ok(Number(outcomes[21].headers.get("retry-after")) >= 1);
+  },
+);

@@ -16,13 +16,15 @@ export function json(body: unknown, init: ResponseInit = {}): Response {
   return new Response(JSON.stringify(body), { ...init, headers });
 }
 
+/** The body of every failure; also the data of a server-sent `error` event. */
+export function errorEnvelope(error: ApiError, requestId: string) {
+  return {
+    error: { code: error.code, message: error.message, request_id: requestId, ...error.details },
+  };
+}
+
 export function errorResponse(error: ApiError, requestId: string): Response {
-  return json(
-    {
-      error: { code: error.code, message: error.message, request_id: requestId, ...error.details },
-    },
-    { status: error.status, headers: error.headers },
-  );
+  return json(errorEnvelope(error, requestId), { status: error.status, headers: error.headers });
 }
 
 const ALLOWED_HEADERS =

@@ -8,6 +8,7 @@ import { log } from "./log.ts";
 import { createMetrics } from "./metrics.ts";
 import { type Plan, type Profile, readProfile } from "./profile-cache.ts";
 import {
+  anonymousPlan,
   createRateLimiter,
   limitOf,
   type RateLimitClass,
@@ -36,7 +37,11 @@ export interface FunctionSpec<A extends AuthMode, S extends z.ZodType | undefine
   /** Schema of the JSON body of POST, PUT and PATCH requests; without one it is left unread. */
   body?: S;
   /** The per-minute limit class, keyed by user; only for functions that require a user. */
-  rateLimit?: A extends "user" ? RateLimitClass : never;
+  /**
+   * The per-minute limit class: keyed by user for functions that require one (with the limit of
+   * the user's plan), by client IP otherwise (with the limit of the free plan).
+   */
+  rateLimit?: RateLimitClass;
 }
 
 export interface Context<A extends AuthMode, S extends z.ZodType | undefined> {
@@ -77,6 +82,8 @@ async function admit(
   const guessed = hint && rateClass
     ? rateLimiter.check(rateClass, caller.id, limitOf(hint, rateClass))
     : null;
+  // Should the profile read fail, the guess is left unawaited: it must not become unhandled.
+  guessed?.catch(() => {});
   const { profile } = await readProfile(redis(), sql(), caller.id);
   if (!profile) throw new ApiError("unauthorized", "this account no longer exists");
   if (planHints.size >= MAX_PLAN_HINTS) planHints.clear();
@@ -88,6 +95,27 @@ async function admit(
   if (!decision || decision.limit !== limit) {
     decision = await rateLimiter.check(rateClass, caller.id, limit);
   }
+  return { profile, decision: allowedOrRefused(rateClass, decision) };
+}
+
+/** A caller without a user is limited by the address the platform's proxy saw. */
+function clientIp(req: Request): string {
+  const forwarded = req.headers.get("x-forwarded-for")?.split(",").map((part) => part.trim());
+  // The last entry is the one the proxy added; earlier ones are whatever the client claimed.
+  return forwarded?.at(-1) || "unknown";
+}
+
+async function admitAnonymous(req: Request, rateClass: RateLimitClass) {
+  const plan = await anonymousPlan(sql());
+  const decision = await rateLimiter.check(
+    rateClass,
+    `ip:${clientIp(req)}`,
+    limitOf(plan, rateClass),
+  );
+  return allowedOrRefused(rateClass, decision);
+}
+
+function allowedOrRefused(rateClass: RateLimitClass, decision: RateLimitDecision) {
   if (!decision.allowed) {
     throw new ApiError(
       "rate_limited",
@@ -96,7 +124,7 @@ async function admit(
       rateLimitHeaders(decision),
     );
   }
-  return { profile, decision };
+  return decision;
 }
 
 function authVerifier(c: Config): AuthVerifier {
@@ -139,7 +167,8 @@ async function parseBody(req: Request, schema: z.ZodType, maxBytes: number): Pro
   return result.data;
 }
 
-function toApiError(error: unknown, fn: string, requestId: string): ApiError {
+/** Any error as the ApiError to answer with; anything unexpected is logged and becomes `internal`. */
+export function toApiError(error: unknown, fn: string, requestId: string): ApiError {
   if (error instanceof ApiError) return error;
   if (error instanceof ConfigError) {
     log.error("configuration invalid", {
@@ -181,7 +210,8 @@ export function defineFunction<A extends AuthMode, S extends z.ZodType | undefin
       } else {
         caller = await authenticate(req, spec.auth, c);
         const admitted = caller?.kind === "user" ? await admit(caller, spec.rateLimit) : null;
-        decision = admitted?.decision ?? null;
+        decision = admitted?.decision ??
+          (spec.rateLimit && !admitted ? await admitAnonymous(req, spec.rateLimit) : null);
         const body = spec.body && BODY_METHODS.has(req.method)
           ? await parseBody(req, spec.body, c.MAX_BODY_BYTES)
           : undefined;

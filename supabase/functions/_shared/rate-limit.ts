@@ -35,6 +35,25 @@ export function limitOf(plan: Plan, rateClass: RateLimitClass): number {
   }
 }
 
+const ANONYMOUS_PLAN_TTL_MS = 60_000;
+let anonymous: { plan: Promise<Plan>; until: number } | undefined;
+
+/**
+ * The limits for callers without a user: the free plan's, read from `plans` at most once a
+ * minute per isolate (plans change rarely, and this path has no profile read to share a round
+ * trip with).
+ */
+export function anonymousPlan(sql: Sql): Promise<Plan> {
+  if (!anonymous || Date.now() >= anonymous.until) {
+    const plan = sql<Plan[]>`
+      select id, name, monthly_quota, ai_per_minute, general_per_minute, upload_per_minute
+        from public.plans where id = 'free'`.then(([row]) => row);
+    anonymous = { plan, until: Date.now() + ANONYMOUS_PLAN_TTL_MS };
+    plan.catch(() => anonymous = undefined);
+  }
+  return anonymous.plan;
+}
+
 const limiters = new Map<string, Ratelimit>();
 
 /**

@@ -1,5 +1,6 @@
 import type { Sql } from "./db.ts";
 import { ApiError } from "./errors.ts";
+import { log } from "./log.ts";
 
 /**
  * Metering against the monthly quota. The decision and the record are one database statement
@@ -44,10 +45,72 @@ export async function takeUsage(sql: Sql, userId: string, amount = 1): Promise<U
   return usage;
 }
 
-/** Gives units back when the work they paid for failed. */
-export async function refundUsage(sql: Sql, userId: string, amount = 1): Promise<Usage> {
+/**
+ * Gives units back when the work they paid for failed. With `chargedUntil` (the `resets_at` the
+ * charge returned) nothing is refunded if that period has ended meanwhile: units of last month
+ * must not become extra units of this one.
+ */
+export async function refundUsage(
+  sql: Sql,
+  userId: string,
+  amount = 1,
+  chargedUntil?: string,
+): Promise<Usage> {
   const [row] = await sql<UsageRow[]>`
     select allowed, used, quota, remaining, period_resets_at
-      from public.refund_usage(${userId}, ${amount})`;
+      from public.refund_usage(${userId}, ${amount}, ${chargedUntil ?? null})`;
+  return usageOf(row);
+}
+
+/**
+ * After the work a charge paid for failed: gives the unit back and returns the error to answer
+ * with, carrying the refunded `usage` when it is an ApiError. A refund that fails itself is
+ * logged (the unit is then lost to the user) and the original error still answered.
+ */
+export async function refundAfterFailure(
+  sql: Sql,
+  userId: string,
+  charged: Usage,
+  error: unknown,
+  requestId: string,
+): Promise<unknown> {
+  let usage: Usage;
+  try {
+    usage = await refundUsage(sql, userId, 1, charged.resets_at);
+  } catch (refundError) {
+    log.error("usage refund failed", {
+      request_id: requestId,
+      user_id: userId,
+      error: refundError instanceof Error ? refundError.message : String(refundError),
+    });
+    return error;
+  }
+  if (!(error instanceof ApiError)) return error;
+  return new ApiError(error.code, error.message, { ...error.details, usage }, error.headers);
+}
+
+/**
+ * The numbers as they stand, without taking anything (for answers that cost nothing). A period
+ * that has ended counts as a new, unused one, as the next charge will see it.
+ */
+export async function currentUsage(sql: Sql, userId: string): Promise<Usage> {
+  const [row] = await sql<UsageRow[]>`
+    with current as (
+      select p.usage_count, pl.monthly_quota,
+             (p.period_start at time zone 'UTC' + interval '1 month') at time zone 'UTC' as ends,
+             (date_trunc('month', now(), 'UTC') at time zone 'UTC' + interval '1 month')
+               at time zone 'UTC' as next_ends
+        from public.profiles p
+        join public.plans pl on pl.id = p.plan_id
+       where p.id = ${userId}
+    )
+    select true as allowed,
+           case when ends > now() then usage_count else 0 end as used,
+           monthly_quota as quota,
+           greatest(monthly_quota - case when ends > now() then usage_count else 0 end, 0)
+             as remaining,
+           case when ends > now() then ends else next_ends end as period_resets_at
+      from current`;
+  if (!row) throw new ApiError("unauthorized", "this account no longer exists");
   return usageOf(row);
 }

@@ -1,0 +1,116 @@
+import type { Redis } from "@upstash/redis";
+import type { Sql } from "./db.ts";
+import { log } from "./log.ts";
+import { REDIS_TIMEOUT_MS, redisHealth } from "./redis.ts";
+import { withTimeout } from "./timeout.ts";
+
+/**
+ * The AI response cache: model answers keyed by the SHA-256 of everything that decides them, so
+ * an identical request is answered without calling (or paying for) the model. Redis answers
+ * first; `ai_response_cache` in Postgres holds every entry too, so a Redis miss, eviction or
+ * outage costs a database read rather than a model call, and a Postgres hit is copied back into
+ * Redis for the next request.
+ */
+
+export const aiCacheRedisKey = (key: string) => `ai:v1:${key}`;
+
+/** What both stores hold: the answer and when it was made, which bounds any later copy's TTL. */
+interface Entry<T> {
+  answer: T;
+  stored_at: number;
+}
+
+/** JSON with object keys sorted at every level, so equal values always give equal text. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const entries = Object.entries(value)
+      .filter(([, item]) => item !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([key, item]) => `${JSON.stringify(key)}:${canonicalJson(item)}`);
+    return `{${entries.join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+export async function sha256Hex(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return Array.from(new Uint8Array(digest), (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/** The cache key of a request: callers pass the model, the function and the normalised input. */
+export function aiCacheKey(parts: Record<string, unknown>): Promise<string> {
+  return sha256Hex(canonicalJson(parts));
+}
+
+const nowSeconds = () => Math.floor(Date.now() / 1000);
+const reason = (error: unknown) => error instanceof Error ? error.message : String(error);
+
+async function fromRedis<T>(redis: Redis, key: string): Promise<Entry<T> | null | undefined> {
+  if (!redisHealth.shouldTry()) return undefined;
+  try {
+    const entry = await withTimeout(
+      redis.get<Entry<T>>(aiCacheRedisKey(key)),
+      REDIS_TIMEOUT_MS,
+      "ai cache read",
+    );
+    redisHealth.succeeded();
+    return entry;
+  } catch (error) {
+    redisHealth.failed(reason(error));
+    return undefined;
+  }
+}
+
+async function toRedis<T>(redis: Redis, key: string, entry: Entry<T>, ttlSeconds: number) {
+  if (ttlSeconds <= 0 || !redisHealth.shouldTry()) return;
+  try {
+    await withTimeout(
+      redis.set(aiCacheRedisKey(key), entry, { ex: ttlSeconds }),
+      REDIS_TIMEOUT_MS,
+      "ai cache write",
+    );
+    redisHealth.succeeded();
+  } catch (error) {
+    redisHealth.failed(reason(error));
+  }
+}
+
+/** The cached answer for `key`, or null. Never fails because Redis did. */
+export async function readAiCache<T>(
+  redis: Redis,
+  sql: Sql,
+  key: string,
+  ttlSeconds: number,
+): Promise<T | null> {
+  const cached = await fromRedis<T>(redis, key);
+  if (cached) return cached.answer;
+  const [row] = await sql<{ entry: Entry<T> | null }[]>`
+    select public.ai_cache_get(${key}) as entry`;
+  if (!row.entry) return null;
+  // Redis did answer (it just had no entry): give it the remainder of the entry's lifetime.
+  if (cached === null) {
+    await toRedis(redis, key, row.entry, row.entry.stored_at + ttlSeconds - nowSeconds());
+  }
+  return row.entry.answer;
+}
+
+/**
+ * Stores a fresh model answer in both places. A failure here is logged, not thrown: the caller
+ * already paid for the answer and gets it; only the next identical request misses the cache.
+ */
+export async function writeAiCache<T>(
+  redis: Redis,
+  sql: Sql,
+  key: string,
+  answer: T,
+  model: string,
+  ttlSeconds: number,
+): Promise<void> {
+  const entry: Entry<T> = { answer, stored_at: nowSeconds() };
+  await Promise.all([
+    toRedis(redis, key, entry, ttlSeconds),
+    sql`select public.ai_cache_put(${key}, ${sql.json(entry as never)}, ${model}, ${ttlSeconds})`
+      .then(() => {}, (error) => log.warn("ai cache write failed", { error: reason(error) })),
+  ]);
+}

@@ -1,0 +1,3 @@
+import { createAnalyzeHandler } from "./handler.ts";
+
+Deno.serve(createAnalyzeHandler());

@@ -1,0 +1,3 @@
+import { createChatHandler } from "./handler.ts";
+
+Deno.serve(createChatHandler());
