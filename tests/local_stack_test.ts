@@ -1,7 +1,8 @@
 import { decodeJwt, decodeProtectedHeader } from "jose";
 import assert from "node:assert/strict";
 import { startGateway } from "../local/gateway.ts";
-import { waitFor } from "../local/process.ts";
+import { LocalPostgres } from "../local/postgres.ts";
+import { portInUse, waitFor } from "../local/process.ts";
 import { ensureSigningKey, publicJwks } from "../local/signing-key.ts";
 import { env, ISSUER, stackTest, SUPABASE_URL } from "./support.ts";
 
@@ -97,5 +98,54 @@ stackTest("the gateway restarts a function when its file changes", async () => {
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+stackTest("Ctrl-C stops everything the foreground stack started", async () => {
+  const ports = {
+    LOCAL_GATEWAY_PORT: "56421",
+    LOCAL_DB_PORT: "56422",
+    LOCAL_BRIDGE_PORT: "58579",
+    LOCAL_REDIS_PORT: "56480",
+  };
+  const stateDir = await Deno.makeTempDir({ prefix: "stack-ctrl-c-" });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", STACK, "dev"],
+    // Only what a developer's shell has: the stack derives everything else from its ports.
+    clearEnv: true,
+    env: {
+      PATH: Deno.env.get("PATH") ?? "",
+      HOME: Deno.env.get("HOME") ?? "",
+      ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
+      ...ports,
+      STACK_STATE_DIR: stateDir,
+    },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = new Response(child.stdout).text();
+  const errors = new Response(child.stderr).text();
+  try {
+    await waitFor("the second stack", async () => {
+      const response = await fetch(
+        `http://127.0.0.1:${ports.LOCAL_GATEWAY_PORT}/functions/v1/health`,
+      );
+      await response.body?.cancel();
+      return response.status === 200;
+    }, 120_000);
+    child.kill("SIGINT");
+    const status = await child.status;
+    assert.equal(status.code, 0, await errors);
+    assert.match(await output, /Local stack is up/);
+    for (const port of Object.values(ports)) {
+      assert.equal(portInUse(Number(port)), false, `port ${port} is still taken`);
+    }
+    assert.equal(await new LocalPostgres(stateDir, 56422).running(), false);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already stopped */ }
+    await Deno.remove(stateDir, { recursive: true }).catch(() => {});
   }
 });
