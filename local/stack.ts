@@ -109,6 +109,41 @@ function banner(): string {
   ].join("\n");
 }
 
+/** How often `dev` wakes the job worker: every minute, as pg_cron's `trigger-job-worker` does. */
+const JOB_WORKER_INTERVAL_MS = 60_000;
+
+/**
+ * The local stand-in for pg_cron + pg_net (this stack has neither pg_net nor Vault): POSTs to
+ * `process-jobs` with the service-role key every minute, one run at a time. Quiet unless a run
+ * did work or failed. Returns what stops it.
+ */
+function startJobWorkerTrigger(serviceRoleKey: string): () => void {
+  let running = false;
+  const run = async () => {
+    if (running) return;
+    running = true;
+    try {
+      const response = await fetch(`${LOCAL_SUPABASE_URL}/functions/v1/process-jobs`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${serviceRoleKey}`,
+          "content-type": "application/json",
+        },
+        body: JSON.stringify({ source: "local-stack" }),
+      });
+      const text = await response.text();
+      if (!response.ok) console.error(`job worker: ${response.status} ${text}`);
+      else if (JSON.parse(text).claimed > 0) console.log(`job worker: ${text}`);
+    } catch (error) {
+      console.error(`job worker: ${error instanceof Error ? error.message : String(error)}`);
+    } finally {
+      running = false;
+    }
+  };
+  const timer = setInterval(run, JOB_WORKER_INTERVAL_MS);
+  return () => clearInterval(timer);
+}
+
 async function dev() {
   await ensureDependencies();
   refuseTakenPorts();
@@ -119,10 +154,12 @@ async function dev() {
   const cache = new LocalRedis(STATE_DIR);
   let bridge: UpstashBridge | undefined;
   let gateway: Gateway | undefined;
+  let stopJobWorkerTrigger: (() => void) | undefined;
   let stopping: Promise<void> | undefined;
 
   const stop = () =>
     stopping ??= (async () => {
+      stopJobWorkerTrigger?.();
       await gateway?.close().catch(() => {});
       await bridge?.close().catch(() => {});
       await cache.stop().catch((e) => console.error(`redis: ${e.message}`));
@@ -170,6 +207,7 @@ async function dev() {
       watch: true,
     });
     await waitFor("health function", healthy, 60_000);
+    stopJobWorkerTrigger = startJobWorkerTrigger(env.SUPABASE_SERVICE_ROLE_KEY);
     console.log(banner());
   } catch (error) {
     console.error(`error: ${error instanceof Error ? error.message : String(error)}`);

@@ -229,3 +229,12 @@ export function functionsGateway(
 ): Promise<Gateway> {
   return gatewayOver(new URL("../supabase/", import.meta.url).pathname, functionEnv, log);
 }
+
+/**
+ * One run of the job worker (`process-jobs`) on the gateway at `url`, with the service-role key
+ * as pg_cron sends it; returns the run's summary.
+ */
+export async function processJobs(url = SUPABASE_URL): Promise<Invoked> {
+  const serviceRole = appClient(env.SUPABASE_SERVICE_ROLE_KEY, url);
+  return await invoke(serviceRole, "process-jobs", { body: { source: "test" } });
+}

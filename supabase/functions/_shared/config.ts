@@ -52,6 +52,12 @@ const ConfigSchema = z.object({
   BILLING_SUCCESS_URL: z.string().min(1).default("aiapp://billing/success"),
   BILLING_CANCEL_URL: z.string().min(1).default("aiapp://billing/cancel"),
   BILLING_RETURN_URL: z.string().min(1).default("aiapp://billing"),
+
+  /** Background jobs one `process-jobs` run claims at most, in waves of JOB_CONCURRENCY. */
+  JOB_BATCH_SIZE: positiveInt(20),
+  JOB_CONCURRENCY: positiveInt(4),
+  /** Per attempt; the job's lock outlasts it, so nobody claims a job its worker still runs. */
+  JOB_TIMEOUT_MS: positiveInt(20_000),
 });
 
 export type Config = z.infer<typeof ConfigSchema> & {

@@ -259,3 +259,41 @@ export type ChatResponse = z.infer<typeof ChatResponse>;
  * or one `event: error` whose data is an ErrorEnvelope.
  */
 export const ChatDelta = z.object({ text: z.string() });
+
+// ---------------------------------------------------------------------------------------------
+// billing
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * `POST billing`: `checkout` answers with a Stripe Checkout URL for a paid plan, `portal` with
+ * a Stripe Customer Portal URL (to change plan, card or cancel). Open either in the browser; it
+ * returns to the app through the configured deep links.
+ */
+export const BillingRequest = z.discriminatedUnion("action", [
+  z.strictObject({ action: z.literal("checkout"), plan: PlanId.exclude(["free"]) }),
+  z.strictObject({ action: z.literal("portal") }),
+]);
+export type BillingRequest = z.infer<typeof BillingRequest>;
+
+export const BillingResponse = z.object({ url: z.url() });
+export type BillingResponse = z.infer<typeof BillingResponse>;
+
+/** What `stripe-webhook` answers Stripe once an event is verified (and recorded, if new). */
+export const StripeWebhookResponse = z.object({ received: z.literal(true) });
+export type StripeWebhookResponse = z.infer<typeof StripeWebhookResponse>;
+
+// ---------------------------------------------------------------------------------------------
+// jobs
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * `POST process-jobs` (service role): what one run did. `failed` jobs will be retried after a
+ * backoff; `dead` ones used their last attempt.
+ */
+export const ProcessJobsResponse = z.object({
+  claimed: z.number().int().nonnegative(),
+  succeeded: z.number().int().nonnegative(),
+  failed: z.number().int().nonnegative(),
+  dead: z.number().int().nonnegative(),
+});
+export type ProcessJobsResponse = z.infer<typeof ProcessJobsResponse>;

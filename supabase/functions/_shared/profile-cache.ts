@@ -82,17 +82,31 @@ export async function loadProfile(sql: Sql, userId: string): Promise<Profile | n
 }
 
 const loading = new Map<string, Promise<Profile | null>>();
+/**
+ * How long a load stays shared after its row is in Redis: requests whose Redis read went out
+ * before the row arrived there still miss, and must join this load rather than start another.
+ */
+const SETTLE_MS = 250;
 
 /** Concurrent misses for one user in this isolate share one database read. */
 function loadOnce(sql: Sql, redis: Redis | null, userId: string): Promise<Profile | null> {
   let pending = loading.get(userId);
   if (!pending) {
-    pending = loadProfile(sql, userId).then((profile) => {
+    const forget = () => {
+      if (loading.get(userId) === pending) loading.delete(userId);
+    };
+    pending = loadProfile(sql, userId).then(async (profile) => {
       if (profile && redis) {
-        storeIfNewer(redis, userId, profile, PROFILE_TTL_SECONDS).catch(() => {});
+        await storeIfNewer(redis, userId, profile, PROFILE_TTL_SECONDS).catch(() => {});
+        setTimeout(forget, SETTLE_MS);
+      } else {
+        forget();
       }
       return profile;
-    }).finally(() => loading.delete(userId));
+    }, (error) => {
+      forget();
+      throw error;
+    });
     loading.set(userId, pending);
   }
   return pending;

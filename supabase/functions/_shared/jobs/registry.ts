@@ -1,0 +1,29 @@
+import type { Config } from "../config.ts";
+import type { JobHandler } from "./job.ts";
+import { cleanUpExpiredData } from "./maintenance-cleanup.ts";
+import { refreshStatistics } from "./statistics-refresh.ts";
+import { applyStripeEvent } from "./stripe-apply-event.ts";
+import { cancelSubscription } from "./stripe-cancel-subscription.ts";
+import { reconcileSubscriptions } from "./stripe-reconcile.ts";
+
+/** Every job type the worker runs, by the `type` it is enqueued with. */
+export const JOB_HANDLERS: Readonly<Record<string, JobHandler>> = {
+  "stripe.apply_event": applyStripeEvent,
+  "stripe.cancel_subscription": cancelSubscription,
+  "stripe.reconcile": reconcileSubscriptions,
+  "statistics.refresh": refreshStatistics,
+  "maintenance.cleanup": cleanUpExpiredData,
+};
+
+/**
+ * The types a worker with this configuration can run, and so claims. A type it does not know (a
+ * job from a newer deployment, say) or cannot run stays queued for a worker that can.
+ */
+export function runnableJobTypes(
+  c: Config,
+  handlers: Readonly<Record<string, JobHandler>> = JOB_HANDLERS,
+): string[] {
+  return Object.entries(handlers)
+    .filter(([, handler]) => !handler.needsStripe || c.STRIPE_SECRET_KEY !== undefined)
+    .map(([type]) => type);
+}

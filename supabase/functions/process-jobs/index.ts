@@ -1,0 +1,3 @@
+import { createProcessJobsHandler } from "./handler.ts";
+
+Deno.serve(createProcessJobsHandler());
