@@ -3,6 +3,8 @@ import { Redis } from "@upstash/redis";
 import postgres from "postgres";
 import { type Gateway, startGateway } from "../local/gateway.ts";
 import { LOCAL_ANON_KEY } from "../local/keys.ts";
+import { LocalPostgres } from "../local/postgres.ts";
+import { waitFor } from "../local/process.ts";
 import { LocalRedis } from "../local/redis.ts";
 import { ensureSigningKey, publicJwks, signUserToken } from "../local/signing-key.ts";
 import { LOCAL_FUNCTION_ENV } from "../local/stack.ts";
@@ -237,4 +239,128 @@ export function functionsGateway(
 export async function processJobs(url = SUPABASE_URL): Promise<Invoked> {
   const serviceRole = appClient(env.SUPABASE_SERVICE_ROLE_KEY, url);
   return await invoke(serviceRole, "process-jobs", { body: { source: "test" } });
+}
+
+/** A token of `user` that expired an hour ago, correctly signed otherwise. */
+export async function expiredToken(user: TestUser): Promise<string> {
+  return await signUserToken(await ensureSigningKey(), user, {
+    issuer: ISSUER,
+    expiresInSeconds: -3600,
+  });
+}
+
+/** What `addAnalyses` and `addMessages` return of each row they write. */
+export interface AddedRow {
+  id: string;
+  /** As Postgres keeps it, with microseconds. */
+  created_at: string;
+}
+
+/** Oldest first by (created_at, id), the order the history functions page in (reversed). */
+const inHistoryOrder = (rows: AddedRow[]) =>
+  rows.toSorted((a, b) => a.created_at.localeCompare(b.created_at) || a.id.localeCompare(b.id));
+
+/** Runs `work` in a transaction as the service role, the role the event tables grant writes to. */
+async function asServiceRole<T>(work: (sql: postgres.TransactionSql) => Promise<T>): Promise<T> {
+  const sql = database();
+  try {
+    return await sql.begin(async (tx) => {
+      await tx`set local role service_role`;
+      return await work(tx);
+    }) as T;
+  } finally {
+    await sql.end();
+  }
+}
+
+/**
+ * Analyses of `userId` written straight into the table, as `analyze` writes them: one per
+ * instant in `at` (default: one, now), oldest first in the answer.
+ */
+export function addAnalyses(userId: string, at: Date[] = [new Date()]): Promise<AddedRow[]> {
+  return asServiceRole((tx) =>
+    tx<AddedRow[]>`
+      insert into public.analyses (user_id, created_at, analysis_type, input_kind, result, model)
+      select ${userId}, t.at, 'caption', 'text',
+             jsonb_build_object('summary', 'analysis ' || t.n, 'scores', jsonb_build_object('n', 50),
+                                'findings', '[]'::jsonb, 'recommendations', '[]'::jsonb),
+             'test-model'
+        from unnest(${at.map((d) => d.toISOString())}::timestamptz[]) with ordinality as t(at, n)
+      returning id, to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+                as created_at`
+  ).then(inHistoryOrder);
+}
+
+/** `count` chat messages of one conversation, alternating user and assistant, as `chat` writes them. */
+export function addMessages(
+  userId: string,
+  conversationId: string,
+  count = 2,
+): Promise<AddedRow[]> {
+  return asServiceRole((tx) =>
+    tx<AddedRow[]>`
+      insert into public.chat_messages (user_id, conversation_id, role, content, model, created_at)
+      select ${userId}, ${conversationId}, case when n % 2 = 1 then 'user' else 'assistant' end,
+             'message ' || n, 'test-model', now() + n * interval '1 microsecond'
+        from generate_series(1, ${count}::int) as n
+      returning id, to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+                as created_at`
+  ).then(inHistoryOrder);
+}
+
+/**
+ * Puts `user` on a plan of their own whose `general` limit is `perMinute` (the free plan's
+ * otherwise); returns what puts them back on free and removes that plan.
+ */
+export async function limitGeneral(
+  user: TestUser,
+  perMinute: number,
+): Promise<() => Promise<void>> {
+  const plan = `test_general_${crypto.randomUUID().slice(0, 8)}`;
+  const sql = database();
+  try {
+    await sql`
+      insert into public.plans (id, name, monthly_quota, ai_per_minute, general_per_minute,
+                                upload_per_minute)
+      select ${plan}, 'Test: ' || ${perMinute} || ' general a minute', monthly_quota,
+             ai_per_minute, ${perMinute}, upload_per_minute
+        from public.plans where id = 'free'`;
+  } finally {
+    await sql.end();
+  }
+  await changePlan(user.id, plan);
+  return async () => {
+    await changePlan(user.id, "free");
+    const cleanup = database();
+    try {
+      await cleanup`delete from public.plans where id = ${plan}`;
+    } finally {
+      await cleanup.end();
+    }
+  };
+}
+
+/** Puts the user's profile in the profile cache, as any request of theirs would. */
+export async function cacheProfile(userId: string) {
+  const sql = database();
+  try {
+    await refreshProfile(upstash(), sql, userId);
+  } finally {
+    await sql.end();
+  }
+}
+
+/** The stack's Postgres, for tests that take it away and bring it back (the stack survives it). */
+export const localPostgres = new LocalPostgres(STATE_DIR);
+
+/**
+ * Waits until `health` on the gateway at `url` answers 200 again, as every fault drill does at
+ * its end, so the tests after it find the stack whole.
+ */
+export async function waitUntilHealthy(url = SUPABASE_URL, timeoutMs = 30_000) {
+  await waitFor(`health 200 at ${url}`, async () => {
+    const response = await fetch(`${url}/functions/v1/health`);
+    await response.body?.cancel();
+    return response.status === 200;
+  }, timeoutMs);
 }

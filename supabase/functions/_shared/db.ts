@@ -62,3 +62,29 @@ export function asUser<T>(
     return await work(tx);
   }) as Promise<T>;
 }
+
+/**
+ * postgres.js's codes for a connection that failed, broke or was refused, and Postgres's for a
+ * server that is shutting down, starting up or full (classes 08 and 57P, 53300), or that did not
+ * answer within the statement timeout (57014, a locked or overloaded database): the database
+ * could not be reached in time, which is an outage to retry after, not a fault of the request.
+ */
+const UNREACHABLE = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENOTFOUND",
+  "CONNECT_TIMEOUT",
+  "CONNECTION_CLOSED",
+  "CONNECTION_DESTROYED",
+  "CONNECTION_ENDED",
+  "53300",
+  "57014",
+]);
+
+export function isDatabaseUnreachable(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" &&
+    (UNREACHABLE.has(code) || code.startsWith("08") || code.startsWith("57P"));
+}

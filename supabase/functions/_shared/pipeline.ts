@@ -1,7 +1,7 @@
 import type { z } from "zod";
 import { type AuthVerifier, bearerToken, type Caller, createAuthVerifier } from "./auth.ts";
 import { type Config, config, ConfigError } from "./config.ts";
-import { sql } from "./db.ts";
+import { isDatabaseUnreachable, sql } from "./db.ts";
 import { ApiError } from "./errors.ts";
 import { corsHeaders, errorResponse, type Method, readBodyText, requestIdOf } from "./http.ts";
 import { log } from "./log.ts";
@@ -30,13 +30,18 @@ type CallerFor<A extends AuthMode> = A extends "user" ? Extract<Caller, { kind: 
   : A extends "service_role" ? Extract<Caller, { kind: "service_role" }>
   : null;
 
-export interface FunctionSpec<A extends AuthMode, S extends z.ZodType | undefined> {
+export interface FunctionSpec<
+  A extends AuthMode,
+  S extends z.ZodType | undefined,
+  Q extends z.ZodType | undefined = undefined,
+> {
   name: string;
   methods: readonly Method[];
   auth: A;
   /** Schema of the JSON body of POST, PUT and PATCH requests; without one it is left unread. */
   body?: S;
-  /** The per-minute limit class, keyed by user; only for functions that require a user. */
+  /** Schema of the query string, as an object of its parameters (the last of a repeated one). */
+  query?: Q;
   /**
    * The per-minute limit class: keyed by user for functions that require one (with the limit of
    * the user's plan), by client IP otherwise (with the limit of the free plan).
@@ -44,7 +49,11 @@ export interface FunctionSpec<A extends AuthMode, S extends z.ZodType | undefine
   rateLimit?: RateLimitClass;
 }
 
-export interface Context<A extends AuthMode, S extends z.ZodType | undefined> {
+export interface Context<
+  A extends AuthMode,
+  S extends z.ZodType | undefined,
+  Q extends z.ZodType | undefined = undefined,
+> {
   req: Request;
   url: URL;
   requestId: string;
@@ -56,6 +65,8 @@ export interface Context<A extends AuthMode, S extends z.ZodType | undefined> {
   rateLimit: RateLimitDecision | null;
   /** The validated body on POST, PUT and PATCH; undefined on other methods. */
   body: S extends z.ZodType ? z.infer<S> : undefined;
+  /** The validated query string, when the function declares a schema for it. */
+  query: Q extends z.ZodType ? z.infer<Q> : undefined;
 }
 
 export type Handler = (req: Request) => Promise<Response>;
@@ -150,6 +161,21 @@ async function authenticate(req: Request, mode: AuthMode, c: Config): Promise<Ca
   return caller;
 }
 
+/**
+ * The data as the schema parses it, or 400 `validation_failed` naming the first failing field;
+ * for a key the schema does not know, the field is that key.
+ */
+function validated(schema: z.ZodType, data: unknown): unknown {
+  const result = schema.safeParse(data);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const path = issue.code === "unrecognized_keys" ? [...issue.path, issue.keys[0]] : issue.path;
+    const field = path.length > 0 ? path.join(".") : "body";
+    throw new ApiError("validation_failed", `${field}: ${issue.message}`, { field });
+  }
+  return result.data;
+}
+
 async function parseBody(req: Request, schema: z.ZodType, maxBytes: number): Promise<unknown> {
   const text = await readBodyText(req, maxBytes);
   let data: unknown;
@@ -158,13 +184,19 @@ async function parseBody(req: Request, schema: z.ZodType, maxBytes: number): Pro
   } catch {
     throw new ApiError("invalid_json", "request body is not valid JSON");
   }
-  const result = schema.safeParse(data);
-  if (!result.success) {
-    const issue = result.error.issues[0];
-    const field = issue.path.length > 0 ? issue.path.join(".") : "body";
-    throw new ApiError("validation_failed", `${field}: ${issue.message}`, { field });
-  }
-  return result.data;
+  return validated(schema, data);
+}
+
+/**
+ * Parameters the platform's routing adds on its own, which no function's schema should have to
+ * list: supabase-js sends `forceFunctionRegion` whenever the app picks a region.
+ */
+const ROUTING_PARAMS = ["forceFunctionRegion"];
+
+function parseQuery(url: URL, schema: z.ZodType): unknown {
+  const params = Object.fromEntries(url.searchParams);
+  for (const name of ROUTING_PARAMS) delete params[name];
+  return validated(schema, params);
 }
 
 /** Any error as the ApiError to answer with; anything unexpected is logged and becomes `internal`. */
@@ -179,6 +211,14 @@ export function toApiError(error: unknown, fn: string, requestId: string): ApiEr
     });
     return new ApiError("internal", "the server is misconfigured");
   }
+  if (isDatabaseUnreachable(error)) {
+    log.error("database unreachable", {
+      function: fn,
+      request_id: requestId,
+      error: error instanceof Error ? error.message : String(error),
+    });
+    return new ApiError("unavailable", "the service is unavailable; try again shortly");
+  }
   log.error("unhandled error", {
     function: fn,
     request_id: requestId,
@@ -187,9 +227,13 @@ export function toApiError(error: unknown, fn: string, requestId: string): ApiEr
   return new ApiError("internal", "internal error");
 }
 
-export function defineFunction<A extends AuthMode, S extends z.ZodType | undefined = undefined>(
-  spec: FunctionSpec<A, S>,
-  handle: (ctx: Context<A, S>) => Promise<Response>,
+export function defineFunction<
+  A extends AuthMode,
+  S extends z.ZodType | undefined = undefined,
+  Q extends z.ZodType | undefined = undefined,
+>(
+  spec: FunctionSpec<A, S, Q>,
+  handle: (ctx: Context<A, S, Q>) => Promise<Response>,
 ): Handler {
   const allow = spec.methods.join(", ");
 
@@ -215,15 +259,18 @@ export function defineFunction<A extends AuthMode, S extends z.ZodType | undefin
         const body = spec.body && BODY_METHODS.has(req.method)
           ? await parseBody(req, spec.body, c.MAX_BODY_BYTES)
           : undefined;
+        const url = new URL(req.url);
+        const query = spec.query ? parseQuery(url, spec.query) : undefined;
         response = await handle({
           req,
-          url: new URL(req.url),
+          url,
           requestId,
           config: c,
           caller: caller as CallerFor<A>,
-          profile: (admitted?.profile ?? null) as Context<A, S>["profile"],
+          profile: (admitted?.profile ?? null) as Context<A, S, Q>["profile"],
           rateLimit: decision,
-          body: body as Context<A, S>["body"],
+          body: body as Context<A, S, Q>["body"],
+          query: query as Context<A, S, Q>["query"],
         });
       }
     } catch (error) {

@@ -151,6 +151,8 @@ export async function refreshProfile(
   sql: Sql,
   userId: string,
 ): Promise<Profile | null> {
+  // A load shared from before the write would hand the old row to this isolate's next misses.
+  loading.delete(userId);
   const profile = await loadProfile(sql, userId);
   try {
     if (profile) await storeIfNewer(redis, userId, profile, PROFILE_TTL_SECONDS);
@@ -167,6 +169,7 @@ export async function refreshProfile(
 
 /** After an account is deleted: no later read may bring its profile back. */
 export async function forgetProfile(redis: Redis, userId: string) {
+  loading.delete(userId);
   await storeIfNewer(
     redis,
     userId,

@@ -1,3 +1,4 @@
+import postgres from "postgres";
 import type { Sql } from "./db.ts";
 import { ApiError } from "./errors.ts";
 import { log } from "./log.ts";
@@ -94,23 +95,20 @@ export async function refundAfterFailure(
  * that has ended counts as a new, unused one, as the next charge will see it.
  */
 export async function currentUsage(sql: Sql, userId: string): Promise<Usage> {
-  const [row] = await sql<UsageRow[]>`
-    with current as (
-      select p.usage_count, pl.monthly_quota,
-             (p.period_start at time zone 'UTC' + interval '1 month') at time zone 'UTC' as ends,
-             (date_trunc('month', now(), 'UTC') at time zone 'UTC' + interval '1 month')
-               at time zone 'UTC' as next_ends
-        from public.profiles p
-        join public.plans pl on pl.id = p.plan_id
-       where p.id = ${userId}
-    )
-    select true as allowed,
-           case when ends > now() then usage_count else 0 end as used,
-           monthly_quota as quota,
-           greatest(monthly_quota - case when ends > now() then usage_count else 0 end, 0)
-             as remaining,
-           case when ends > now() then ends else next_ends end as period_resets_at
-      from current`;
-  if (!row) throw new ApiError("unauthorized", "this account no longer exists");
-  return usageOf(row);
+  try {
+    const [row] = await sql<UsageRow[]>`
+      select allowed, used, quota, remaining, period_resets_at
+        from public.current_usage(${userId})`;
+    return usageOf(row);
+  } catch (error) {
+    throw accountGone(error);
+  }
+}
+
+/** The metering functions' "no profile for user" (P0002) is an account deleted meanwhile. */
+function accountGone(error: unknown): unknown {
+  if (error instanceof postgres.PostgresError && error.code === "P0002") {
+    return new ApiError("unauthorized", "this account no longer exists");
+  }
+  return error;
 }

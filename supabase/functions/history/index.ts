@@ -1,0 +1,3 @@
+import { createHistoryHandler } from "./handler.ts";
+
+Deno.serve(createHistoryHandler());

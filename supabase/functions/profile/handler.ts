@@ -1,0 +1,119 @@
+import type { Redis } from "@upstash/redis";
+import type { Caller } from "../_shared/auth.ts";
+import {
+  type ProfileDeleteResponse,
+  type ProfileResponse,
+  ProfileUpdateRequest,
+  type Settings,
+} from "../_shared/contracts.ts";
+import { asUser, type Sql, sql } from "../_shared/db.ts";
+import { ApiError } from "../_shared/errors.ts";
+import { json } from "../_shared/http.ts";
+import { log } from "../_shared/log.ts";
+import { defineFunction } from "../_shared/pipeline.ts";
+import { forgetProfile, type Profile, refreshProfile } from "../_shared/profile-cache.ts";
+import { redis } from "../_shared/redis.ts";
+
+/**
+ * `profile`: the caller's own account.
+ *   GET     the profile, plan and limits, from the profile cache, with the email of the token.
+ *   PATCH   `{"settings": {...}}` merges into the settings (keys left out keep their value),
+ *           written as the caller: row level security and the column grant let a user change
+ *           their own `settings` and nothing else, whatever this code does. Any other key is
+ *           refused by the schema. The cache is refreshed before answering, so the next read
+ *           sees the change.
+ *   DELETE  the account and everything that belongs to it (every table cascades from
+ *           auth.users). A Stripe subscription is cancelled by a background job enqueued in the
+ *           same transaction, so no account is ever gone without its cancellation queued, and
+ *           the cache keeps a tombstone, so the caller's still-valid token is refused from then on.
+ */
+
+export interface ProfileDeps {
+  sql: () => Sql;
+  redis: () => Redis;
+}
+
+const gone = () => new ApiError("unauthorized", "this account no longer exists");
+
+function profileResponse(profile: Profile, email: string | null): ProfileResponse {
+  return {
+    id: profile.id,
+    email,
+    plan: profile.plan,
+    settings: profile.settings as Settings,
+    subscription_status: profile.subscription_status,
+  };
+}
+
+async function updateSettings(
+  deps: ProfileDeps,
+  caller: Extract<Caller, { kind: "user" }>,
+  settings: Settings,
+): Promise<Profile> {
+  const db = deps.sql();
+  const updated = await asUser(db, caller, (tx) =>
+    tx`update public.profiles
+          set settings = settings || ${tx.json(settings)}
+        where id = ${caller.id}
+        returning id`);
+  if (updated.length === 0) throw gone();
+  const profile = await refreshProfile(deps.redis(), db, caller.id);
+  if (!profile) throw gone();
+  return profile;
+}
+
+async function deleteAccount(deps: ProfileDeps, userId: string): Promise<void> {
+  const deleted = await deps.sql().begin(async (tx) => {
+    // Locked, so no subscription can be attached to the account between this read and the end.
+    const [account] = await tx<{ customer_id: string | null; subscription_id: string | null }[]>`
+      select stripe_customer_id as customer_id, stripe_subscription_id as subscription_id
+        from public.profiles
+       where id = ${userId}
+         for update`;
+    if (!account) return false;
+    if (account.subscription_id) {
+      await tx`
+        select public.enqueue_job(
+          'stripe.cancel_subscription',
+          ${tx.json({ user_id: userId, ...account })},
+          p_idempotency_key => ${`stripe.cancel_subscription:${account.subscription_id}`})`;
+    }
+    await tx`delete from auth.users where id = ${userId}`;
+    return true;
+  });
+  if (!deleted) throw gone();
+  try {
+    await forgetProfile(deps.redis(), userId);
+  } catch (error) {
+    // The account is gone either way; its cache entry then lapses within PROFILE_TTL_SECONDS.
+    log.warn("profile tombstone not written", {
+      user_id: userId,
+      error: error instanceof Error ? error.message : String(error),
+    });
+  }
+}
+
+export function createProfileHandler(deps: ProfileDeps = { sql, redis }) {
+  return defineFunction(
+    {
+      name: "profile",
+      methods: ["GET", "PATCH", "DELETE"],
+      auth: "user",
+      rateLimit: "general",
+      body: ProfileUpdateRequest,
+    },
+    async ({ req, caller, profile, body }) => {
+      switch (req.method) {
+        case "PATCH": {
+          const updated = await updateSettings(deps, caller, body.settings);
+          return json(profileResponse(updated, caller.email));
+        }
+        case "DELETE":
+          await deleteAccount(deps, caller.id);
+          return json({ deleted: true } satisfies ProfileDeleteResponse);
+        default:
+          return json(profileResponse(profile, caller.email));
+      }
+    },
+  );
+}

@@ -1,0 +1,3 @@
+import { createProfileHandler } from "./handler.ts";
+
+Deno.serve(createProfileHandler());

@@ -1,0 +1,3 @@
+import { createUsageHandler } from "./handler.ts";
+
+Deno.serve(createUsageHandler());
