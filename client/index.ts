@@ -1,0 +1,328 @@
+import {
+  FunctionsFetchError,
+  FunctionsHttpError,
+  FunctionsRelayError,
+  type SupabaseClient,
+} from "@supabase/supabase-js";
+import type { z } from "zod";
+import {
+  AnalyzeRequest,
+  AnalyzeResponse,
+  BillingRequest,
+  BillingResponse,
+  ChatDelta,
+  ChatRequest,
+  ChatResponse,
+  ErrorEnvelope,
+  HealthResponse,
+  HistoryQuery,
+  HistoryResponse,
+  ProfileDeleteResponse,
+  ProfileResponse,
+  ProfileUpdateRequest,
+  type Settings,
+  SyncQuery,
+  SyncResponse,
+  UsageResponse,
+} from "../supabase/functions/_shared/contracts.ts";
+import {
+  ApiClientError,
+  fromAnswer,
+  fromEnvelope,
+  invalidArgument,
+  noAnswer,
+  unexpectedAnswer,
+} from "./errors.ts";
+import { serverSentEvents } from "./sse.ts";
+
+/**
+ * The typed client of the backend's functions, for the Expo app. Every method checks its
+ * argument against the same zod contract the function checks (so a bad argument never leaves
+ * the device), calls the function through `supabase.functions.invoke` (so the signed-in user's
+ * token goes with it), checks the answer against its contract, and fails with one error type,
+ * `ApiClientError`. See client/README.md.
+ */
+
+export {
+  ApiClientError,
+  type ApiClientErrorDetails,
+  type ClientErrorCode,
+  type QuotaState,
+  type ServerErrorCode,
+} from "./errors.ts";
+export type {
+  AnalysisItem,
+  AnalyzeRequest,
+  AnalyzeResponse,
+  BillingResponse,
+  ChatRequest,
+  ChatResponse,
+  HealthResponse,
+  MessageItem,
+  ProfileDeleteResponse,
+  ProfileResponse,
+  Settings,
+  SyncResponse,
+  Usage,
+  UsageResponse,
+} from "../supabase/functions/_shared/contracts.ts";
+
+type InvokeOptions = NonNullable<Parameters<SupabaseClient["functions"]["invoke"]>[1]>;
+
+export type HistoryType = HistoryQuery["type"];
+/** `history`'s query; `type` defaults to `analyses`, `limit` to 20. */
+export type HistoryParams<T extends HistoryType> = Partial<Omit<HistoryQuery, "type">> & {
+  type?: T;
+};
+export type HistoryPage<T extends HistoryType> = Extract<HistoryResponse, { type: T }>;
+
+export interface SyncParams {
+  /** The `cursor` of the last sync applied; leave out on a fresh install. */
+  since?: string;
+  /** The `etag` of the last answer to a sync with this same `since`. */
+  etag?: string | null;
+}
+
+/**
+ * A sync's outcome. `notModified`: nothing changed since the answer whose `etag` was sent, so
+ * keep what you have. Otherwise the new state and the ETag to send next time with its cursor.
+ */
+export type SyncResult =
+  | { notModified: true; etag: string | null }
+  | { notModified: false; etag: string | null; data: SyncResponse };
+
+export type PaidPlan = Extract<BillingRequest, { action: "checkout" }>["plan"];
+
+export interface ChatStreamOptions {
+  /** Called with each piece of the reply as it arrives, in order. */
+  onDelta?: (text: string) => void;
+  /** Aborting stops the stream; the call then fails with code `aborted`. */
+  signal?: AbortSignal;
+}
+
+/** An HTTP answer: the response and its body (parsed JSON, text, or for a stream the Response). */
+interface Answer {
+  response: Response;
+  data: unknown;
+}
+
+function valid<T>(schema: z.ZodType<T>, value: unknown): T {
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) throw invalidArgument(parsed.error);
+  return parsed.data;
+}
+
+function conforming<T>(name: string, schema: z.ZodType<T>, response: Response, value: unknown): T {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  const where = issue.path.length > 0 ? issue.path.join(".") : "body";
+  throw unexpectedAnswer(
+    name,
+    response,
+    `answered outside its contract (${where}: ${issue.message})`,
+  );
+}
+
+function decoded<T>(name: string, schema: z.ZodType<T>, { response, data }: Answer): T {
+  if (!response.ok) throw fromAnswer(name, response, data);
+  return conforming(name, schema, response, data);
+}
+
+/** `name?key=value&...`, built by hand so it does not depend on the runtime's URLSearchParams. */
+function withQuery(name: string, params: Record<string, string | number | undefined>): string {
+  const pairs = Object.entries(params)
+    .filter((pair): pair is [string, string | number] => pair[1] !== undefined)
+    .map(([key, value]) => `${encodeURIComponent(key)}=${encodeURIComponent(value)}`);
+  return pairs.length > 0 ? `${name}?${pairs.join("&")}` : name;
+}
+
+/** The text parsed when it is JSON; otherwise the text itself, which no contract accepts. */
+function jsonOrText(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+async function bodyOf(response: Response): Promise<unknown> {
+  const text = await response.text();
+  return text === "" ? null : jsonOrText(text);
+}
+
+/**
+ * Creates the client over a supabase-js client; only its `functions` is used, so a client
+ * typed with the app's `Database` fits as well.
+ */
+export function createApiClient(supabase: Pick<SupabaseClient, "functions">) {
+  /**
+   * One call, whatever its status. functions-js reports every non-2xx answer (a 304 included)
+   * as a FunctionsHttpError whose `context` is the Response, with the body unread; only a
+   * call that got no answer at all becomes an ApiClientError here.
+   */
+  async function exchange(name: string, options: InvokeOptions): Promise<Answer> {
+    const { data, error, response } = await supabase.functions.invoke(name, options);
+    const label = name.split("?")[0];
+    if (!error && response) return { response, data };
+    if (error instanceof FunctionsHttpError || error instanceof FunctionsRelayError) {
+      const failed = error.context as Response;
+      try {
+        return { response: failed, data: await bodyOf(failed) };
+      } catch (cause) {
+        throw noAnswer(label, cause, options.signal);
+      }
+    }
+    if (error instanceof SyntaxError) {
+      // functions-js parses a JSON answer itself; this one was not JSON.
+      throw new ApiClientError("invalid_response", `${label} answered malformed JSON`, {
+        status: 0,
+        requestId: null,
+      });
+    }
+    throw noAnswer(
+      label,
+      error instanceof FunctionsFetchError ? error.context : error,
+      options.signal,
+    );
+  }
+
+  const call = async <T>(name: string, schema: z.ZodType<T>, options: InvokeOptions) =>
+    decoded(name, schema, await exchange(name, options));
+
+  /** The SSE events of a streamed chat, a lost connection becoming `network_error` or `aborted`. */
+  async function* chatEvents(response: Response, signal?: AbortSignal) {
+    try {
+      yield* serverSentEvents(response);
+    } catch (cause) {
+      throw noAnswer("chat", cause, signal);
+    }
+  }
+
+  const eventData = <T>(schema: z.ZodType<T>, response: Response, data: string): T =>
+    conforming("chat", schema, response, jsonOrText(data));
+
+  // Every method is async, so a refused argument arrives as a rejected promise like any other
+  // failure, never as a synchronous throw.
+  return {
+    /**
+     * The backend's health report. A degraded backend answers 503 with the report itself,
+     * which is returned like a healthy one (`status: "degraded"`), not thrown.
+     */
+    async health(): Promise<HealthResponse> {
+      const answer = await exchange("health", { method: "GET" });
+      const report = HealthResponse.safeParse(answer.data);
+      if (answer.response.status === 503 && report.success) return report.data;
+      return decoded("health", HealthResponse, answer);
+    },
+
+    profile: {
+      async get(): Promise<ProfileResponse> {
+        return await call("profile", ProfileResponse, { method: "GET" });
+      },
+
+      /** Merges `settings` into the profile's (keys left out keep their value). */
+      async update(settings: Settings): Promise<ProfileResponse> {
+        const body = valid(ProfileUpdateRequest, { settings });
+        return await call("profile", ProfileResponse, { method: "PATCH", body });
+      },
+
+      /**
+       * Deletes the account and everything in it; the session's token is refused from then on,
+       * so sign out afterwards.
+       */
+      async delete(): Promise<ProfileDeleteResponse> {
+        return await call("profile", ProfileDeleteResponse, { method: "DELETE" });
+      },
+    },
+
+    async usage(): Promise<UsageResponse> {
+      return await call("usage", UsageResponse, { method: "GET" });
+    },
+
+    /** One page, newest first; pass `next_cursor` back as `cursor` while `has_more`. */
+    async history<T extends HistoryType = "analyses">(
+      params: HistoryParams<T> = {},
+    ): Promise<HistoryPage<T>> {
+      const query = valid(HistoryQuery, params);
+      const answer = await exchange(withQuery("history", { ...query }), { method: "GET" });
+      const page = decoded("history", HistoryResponse, answer);
+      if (page.type !== query.type) {
+        throw unexpectedAnswer("history", answer.response, `answered ${page.type}`);
+      }
+      return page as HistoryPage<T>;
+    },
+
+    /**
+     * What changed since `since`. With the `etag` of the last answer to the same `since`, an
+     * unchanged state answers `{ notModified: true }` without a body.
+     */
+    async sync({ since, etag }: SyncParams = {}): Promise<SyncResult> {
+      const query = valid(SyncQuery, { since });
+      const answer = await exchange(withQuery("sync", { ...query }), {
+        method: "GET",
+        headers: etag ? { "If-None-Match": etag } : {},
+      });
+      const answeredEtag = answer.response.headers.get("etag");
+      if (answer.response.status === 304) {
+        return { notModified: true, etag: answeredEtag ?? etag ?? null };
+      }
+      const data = decoded("sync", SyncResponse, answer);
+      return { notModified: false, etag: answeredEtag, data };
+    },
+
+    async analyze(request: AnalyzeRequest): Promise<AnalyzeResponse> {
+      return await call("analyze", AnalyzeResponse, { body: valid(AnalyzeRequest, request) });
+    },
+
+    async chat(request: ChatRequest): Promise<ChatResponse> {
+      return await call("chat", ChatResponse, { body: valid(ChatRequest, request) });
+    },
+
+    /**
+     * The chat reply as it is written: `onDelta` gets each piece in order, and the returned
+     * promise settles once with the stored ChatResponse (whose `reply.content` is all the pieces
+     * together) or rejects with an ApiClientError, also when the reply breaks off mid-way.
+     */
+    async chatStream(
+      request: ChatRequest,
+      { onDelta, signal }: ChatStreamOptions = {},
+    ): Promise<ChatResponse> {
+      const body = valid(ChatRequest, request);
+      const { response, data } = await exchange("chat", {
+        body,
+        headers: { Accept: "text/event-stream" },
+        signal,
+      });
+      if (!response.ok) throw fromAnswer("chat", response, data);
+      if (!/^text\/event-stream/i.test(response.headers.get("content-type") ?? "")) {
+        throw unexpectedAnswer("chat", response, "answered without an event stream");
+      }
+      for await (const event of chatEvents(response, signal)) {
+        if (event.event === "delta") onDelta?.(eventData(ChatDelta, response, event.data).text);
+        else if (event.event === "done") return eventData(ChatResponse, response, event.data);
+        else if (event.event === "error") {
+          const envelope = eventData(ErrorEnvelope, response, event.data);
+          throw fromEnvelope(envelope, response.status, response.headers);
+        }
+      }
+      throw unexpectedAnswer("chat", response, "ended its stream before the reply was done");
+    },
+
+    billing: {
+      /** A Stripe Checkout URL for `plan`; open it in the browser. */
+      async checkout(plan: PaidPlan): Promise<BillingResponse> {
+        const body = valid(BillingRequest, { action: "checkout", plan });
+        return await call("billing", BillingResponse, { body });
+      },
+
+      /** A Stripe Customer Portal URL (change plan or card, cancel); open it in the browser. */
+      async portal(): Promise<BillingResponse> {
+        const body = valid(BillingRequest, { action: "portal" });
+        return await call("billing", BillingResponse, { body });
+      },
+    },
+  };
+}
+
+export type ApiClient = ReturnType<typeof createApiClient>;
