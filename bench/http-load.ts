@@ -62,21 +62,59 @@ export async function load(
 }
 
 /** A wrk script sending `method` with `body`, each request as the next of `tokens` in turn. */
-export async function rotatingTokensScript(
+export function rotatingTokensScript(
   tokens: string[],
   method: "GET" | "POST",
   body?: string,
+): Promise<string> {
+  return writeScript(tokens, method, body ? JSON.stringify(body) : "nil");
+}
+
+/** What `uniqueBodiesScript` replaces in a body. */
+export const UNIQUE = "__UNIQUE__";
+
+/**
+ * Like `rotatingTokensScript`, but each `UNIQUE` in `body` becomes a string that no other
+ * request carries, in any wrk thread or any other run: for endpoints that answer a repeated body
+ * from a cache. Only letters, digits and dashes, so it fits inside a JSON string.
+ */
+export function uniqueBodiesScript(
+  tokens: string[],
+  method: "GET" | "POST",
+  body: string,
+): Promise<string> {
+  // Each wrk thread runs the script in a Lua state of its own, numbered here by `setup`.
+  const setup = `local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("thread_number", threads)
+end
+`;
+  const unique = `"${crypto.randomUUID()}-" .. thread_number .. "-" .. i`;
+  return writeScript(
+    tokens,
+    method,
+    `(string.gsub(${JSON.stringify(body)}, "${UNIQUE}", ${unique}))`,
+    setup,
+  );
+}
+
+async function writeScript(
+  tokens: string[],
+  method: "GET" | "POST",
+  bodyLua: string,
+  setup = "",
 ): Promise<string> {
   const path = await Deno.makeTempFile({ suffix: ".lua" });
   await Deno.writeTextFile(
     path,
     `local tokens = { ${tokens.map((t) => JSON.stringify(t)).join(", ")} }
 local i = 0
-request = function()
+${setup}request = function()
   i = i + 1
   local headers = { ["Authorization"] = "Bearer " .. tokens[(i % #tokens) + 1],
                     ["Content-Type"] = "application/json" }
-  return wrk.format(${JSON.stringify(method)}, nil, headers, ${body ? JSON.stringify(body) : "nil"})
+  return wrk.format(${JSON.stringify(method)}, nil, headers, ${bodyLua})
 end
 `,
   );

@@ -1,6 +1,7 @@
 import { LOCAL_DB_URL, LOCAL_SUPABASE_URL } from "../local/keys.ts";
 import { run } from "../local/process.ts";
 import { databaseBench } from "./database.ts";
+import { functionsBench } from "./functions.ts";
 import { hotPathBench } from "./hot-path.ts";
 import { ensureWrk, load } from "./http-load.ts";
 import { CONNECTIONS, loadBare, resultRow, SECONDS } from "./support.ts";
@@ -70,6 +71,7 @@ async function main() {
       `# Benchmark results\n\n${await machine()}`,
       await healthSection(),
       await hotPathBench(),
+      await functionsBench(),
     ];
     sections.push(await databaseBench(Deno.env.get("SUPABASE_DB_URL") ?? LOCAL_DB_URL));
     await Deno.writeTextFile(RESULTS, sections.join("\n\n") + "\n");
