@@ -60,6 +60,9 @@ const ConfigSchema = z.object({
   JOB_TIMEOUT_MS: positiveInt(20_000),
 });
 
+/** The names of every variable read, for the check that the README documents each one. */
+export const CONFIG_VARIABLES: readonly string[] = Object.keys(ConfigSchema.shape);
+
 export type Config = z.infer<typeof ConfigSchema> & {
   JWKS_URL: string;
   JWT_ISSUER: string;

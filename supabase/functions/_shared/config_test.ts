@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConfigError, parseConfig } from "./config.ts";
+import { CONFIG_VARIABLES, ConfigError, parseConfig } from "./config.ts";
 
 const valid = {
   SUPABASE_URL: "https://project.supabase.co/",
@@ -54,4 +54,12 @@ Deno.test("an empty value counts as unset: optional ones fall back, required one
   assert.equal(config.OPENAI_API_KEY, undefined);
   assert.equal(config.APP_VERSION, "dev");
   assert.throws(() => parseConfig({ ...valid, SUPABASE_DB_URL: "" }), /SUPABASE_DB_URL/);
+});
+
+Deno.test("the README's configuration table documents every variable the functions read", async () => {
+  const readme = await Deno.readTextFile(new URL("../../../README.md", import.meta.url));
+  const documented = new Set(
+    [...readme.matchAll(/^\| `([A-Z][A-Z0-9_]+)` +\|/gm)].map((match) => match[1]),
+  );
+  assert.deepEqual(CONFIG_VARIABLES.filter((name) => !documented.has(name)), []);
 });
