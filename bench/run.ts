@@ -75,6 +75,8 @@ async function main() {
     ];
     sections.push(await databaseBench(Deno.env.get("SUPABASE_DB_URL") ?? LOCAL_DB_URL));
     await Deno.writeTextFile(RESULTS, sections.join("\n\n") + "\n");
+    // Aligned tables read better in a diff between two runs.
+    await run(Deno.execPath(), ["fmt", "--quiet", RESULTS]);
     console.log(sections.join("\n\n"));
     console.log(`\nwritten to ${RESULTS}`);
   } finally {
