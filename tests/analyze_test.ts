@@ -13,6 +13,7 @@ import {
   localRedis,
   stackTest,
   upstash,
+  usedUnits,
 } from "./support.ts";
 
 /**
@@ -43,12 +44,6 @@ async function analyze(
   url = gateway.url,
 ) {
   return await invoke(appClient(token, url), "analyze", { body });
-}
-
-async function usedUnits(userId: string): Promise<number> {
-  const [row] = await sql<{ usage_count: number }[]>`
-    select usage_count from public.profiles where id = ${userId}`;
-  return row.usage_count;
 }
 
 async function analysesOf(userId: string) {

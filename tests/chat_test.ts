@@ -10,6 +10,7 @@ import {
   functionsGateway,
   invoke,
   stackTest,
+  usedUnits,
 } from "./support.ts";
 
 /**
@@ -58,12 +59,6 @@ async function chatStream(token: string, body: Record<string, unknown>) {
     },
   );
   return { ...answer, events };
-}
-
-async function usedUnits(userId: string): Promise<number> {
-  const [row] = await sql<{ usage_count: number }[]>`
-    select usage_count from public.profiles where id = ${userId}`;
-  return row.usage_count;
 }
 
 async function messagesOf(userId: string) {

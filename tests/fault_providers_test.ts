@@ -28,6 +28,7 @@ import {
   processJobs,
   stackTest,
   type TestUser,
+  usedUnits,
 } from "./support.ts";
 
 /**
@@ -100,17 +101,6 @@ function assertAnsweredInTime(
   assert.ok(answer.ms < boundMs, `${what} took ${answer.ms.toFixed(0)} ms`);
 }
 
-async function usageCount(userId: string): Promise<number> {
-  const sql = database();
-  try {
-    const [row] = await sql<{ usage_count: number }[]>`
-      select usage_count from public.profiles where id = ${userId}`;
-    return row.usage_count;
-  } finally {
-    await sql.end();
-  }
-}
-
 /** The events of a streamed chat answer, in order. */
 async function eventsOf(answer: Invoked): Promise<{ event: string; data: unknown }[]> {
   const text = await (answer.body as Response).text();
@@ -135,7 +125,7 @@ stackTest(
     const answer = await post(user, "analyze", analysisOf(`Back ${crypto.randomUUID()}`));
     assert.equal(answer.status, 200);
     assert.equal(AnalyzeResponse.parse(answer.body).cached, false);
-    assert.equal(await usageCount(user.id), 1);
+    assert.equal(await usedUnits(user.id), 1);
   },
 );
 
@@ -153,7 +143,7 @@ stackTest(
     const answer = await post(user, "chat", { message: `Back ${crypto.randomUUID()}` });
     assert.equal(answer.status, 200);
     assert.equal(ChatResponse.parse(answer.body).cached, false);
-    assert.equal(await usageCount(user.id), 1);
+    assert.equal(await usedUnits(user.id), 1);
   },
 );
 
@@ -166,7 +156,7 @@ stackTest(
       const answer = await post(user, "chat", { message: `Hung ${crypto.randomUUID()}` }, true);
       assertAnsweredInTime(answer, "ai_unavailable", MODEL_BOUND_MS, "streamed chat");
     });
-    assert.equal(await usageCount(user.id), 0);
+    assert.equal(await usedUnits(user.id), 0);
 
     const answer = await post(user, "chat", { message: `Back ${crypto.randomUUID()}` }, true);
     assert.equal(answer.status, 200);

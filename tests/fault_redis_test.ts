@@ -23,6 +23,7 @@ import {
   stackTest,
   type TestUser,
   upstash,
+  usedUnits,
   waitUntilHealthy,
 } from "./support.ts";
 
@@ -54,17 +55,6 @@ const post = (user: TestUser, name: string, body: Record<string, unknown>) =>
   invoke(appClient(user.token, b.url), name, { body });
 
 const analysisOf = (text: string) => ({ analysis_type: "clarity", input: { kind: "text", text } });
-
-async function usageCount(userId: string): Promise<number> {
-  const sql = database();
-  try {
-    const [row] = await sql<{ usage_count: number }[]>`
-      select usage_count from public.profiles where id = ${userId}`;
-    return row.usage_count;
-  } finally {
-    await sql.end();
-  }
-}
 
 stackTest(
   "with Redis stopped, health is degraded naming redis while profile, usage, history and sync " +
@@ -133,7 +123,7 @@ stackTest(
       assert.equal(repeated.body.usage.used, 2);
     });
     assert.equal(model.calls, calls + 2, "the model answered each question once");
-    assert.equal(await usageCount(user.id), 2);
+    assert.equal(await usedUnits(user.id), 2);
 
     const sql = database();
     let key: string;
@@ -151,7 +141,7 @@ stackTest(
       return await upstash().exists(aiCacheRedisKey(key)) === 1;
     }, 15_000);
     assert.equal(model.calls, calls + 2);
-    assert.equal(await usageCount(user.id), 2);
+    assert.equal(await usedUnits(user.id), 2);
   },
 );
 

@@ -67,6 +67,18 @@ export function database(): postgres.Sql {
   return postgres(env.SUPABASE_DB_URL, { max: 4, onnotice: () => {} });
 }
 
+/** The units of usage the user has spent this period, as the database holds them. */
+export async function usedUnits(userId: string): Promise<number> {
+  const sql = database();
+  try {
+    const [row] = await sql<{ usage_count: number }[]>`
+      select usage_count from public.profiles where id = ${userId}`;
+    return row.usage_count;
+  } finally {
+    await sql.end();
+  }
+}
+
 export interface TestUser {
   id: string;
   email: string;
