@@ -1,8 +1,7 @@
 import type { Redis } from "@upstash/redis";
 import type { Sql } from "./db.ts";
-import { log } from "./log.ts";
-import { REDIS_TIMEOUT_MS, redisHealth } from "./redis.ts";
-import { withTimeout } from "./timeout.ts";
+import { errorMessage, log } from "./log.ts";
+import { askRedis } from "./redis.ts";
 
 /**
  * The AI response cache: model answers keyed by the SHA-256 of everything that decides them, so
@@ -44,36 +43,13 @@ export function aiCacheKey(parts: Record<string, unknown>): Promise<string> {
 }
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
-const reason = (error: unknown) => error instanceof Error ? error.message : String(error);
-
-async function fromRedis<T>(redis: Redis, key: string): Promise<Entry<T> | null | undefined> {
-  if (!redisHealth.shouldTry()) return undefined;
-  try {
-    const entry = await withTimeout(
-      redis.get<Entry<T>>(aiCacheRedisKey(key)),
-      REDIS_TIMEOUT_MS,
-      "ai cache read",
-    );
-    redisHealth.succeeded();
-    return entry;
-  } catch (error) {
-    redisHealth.failed(reason(error));
-    return undefined;
-  }
-}
 
 async function toRedis<T>(redis: Redis, key: string, entry: Entry<T>, ttlSeconds: number) {
-  if (ttlSeconds <= 0 || !redisHealth.shouldTry()) return;
-  try {
-    await withTimeout(
-      redis.set(aiCacheRedisKey(key), entry, { ex: ttlSeconds }),
-      REDIS_TIMEOUT_MS,
-      "ai cache write",
-    );
-    redisHealth.succeeded();
-  } catch (error) {
-    redisHealth.failed(reason(error));
-  }
+  if (ttlSeconds <= 0) return;
+  await askRedis(
+    "ai cache write",
+    () => redis.set(aiCacheRedisKey(key), entry, { ex: ttlSeconds }),
+  );
 }
 
 /** The cached answer for `key`, or null. Never fails because Redis did. */
@@ -83,7 +59,7 @@ export async function readAiCache<T>(
   key: string,
   ttlSeconds: number,
 ): Promise<T | null> {
-  const cached = await fromRedis<T>(redis, key);
+  const cached = await askRedis("ai cache read", () => redis.get<Entry<T>>(aiCacheRedisKey(key)));
   if (cached) return cached.answer;
   const [row] = await sql<{ entry: Entry<T> | null }[]>`
     select public.ai_cache_get(${key}) as entry`;
@@ -111,6 +87,6 @@ export async function writeAiCache<T>(
   await Promise.all([
     toRedis(redis, key, entry, ttlSeconds),
     sql`select public.ai_cache_put(${key}, ${sql.json(entry as never)}, ${model}, ${ttlSeconds})`
-      .then(() => {}, (error) => log.warn("ai cache write failed", { error: reason(error) })),
+      .then(() => {}, (error) => log.warn("ai cache write failed", { error: errorMessage(error) })),
   ]);
 }

@@ -16,3 +16,8 @@ export const log = {
   warn: (message: string, fields: LogFields = {}) => write("warn", message, fields),
   error: (message: string, fields: LogFields = {}) => write("error", message, fields),
 };
+
+/** What a caught value says, for a log field: anything may be thrown, not only an Error. */
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,5 +1,5 @@
 import type { Sql } from "./db.ts";
-import { log } from "./log.ts";
+import { errorMessage, log } from "./log.ts";
 
 /**
  * One `api_metrics` row per request, written after the response is sent: rows are buffered and
@@ -49,7 +49,7 @@ async function write(sql: Sql): Promise<boolean> {
       buffer = batch.concat(buffer).slice(-MAX_BUFFERED);
       log.warn("metrics write failed; rows kept for the next flush", {
         buffered: buffer.length,
-        error: error instanceof Error ? error.message : String(error),
+        error: errorMessage(error),
       });
       return false;
     }

@@ -4,7 +4,7 @@ import { type Config, config, ConfigError } from "./config.ts";
 import { isDatabaseUnreachable, sql } from "./db.ts";
 import { ApiError } from "./errors.ts";
 import { corsHeaders, errorResponse, type Method, readBodyText, requestIdOf } from "./http.ts";
-import { log } from "./log.ts";
+import { errorMessage, log } from "./log.ts";
 import { createMetrics } from "./metrics.ts";
 import { type Plan, type Profile, readProfile } from "./profile-cache.ts";
 import {
@@ -215,7 +215,7 @@ export function toApiError(error: unknown, fn: string, requestId: string): ApiEr
     log.error("database unreachable", {
       function: fn,
       request_id: requestId,
-      error: error instanceof Error ? error.message : String(error),
+      error: errorMessage(error),
     });
     return new ApiError("unavailable", "the service is unavailable; try again shortly");
   }

@@ -1,8 +1,7 @@
 import type { Redis } from "@upstash/redis";
 import type { Sql } from "./db.ts";
-import { log } from "./log.ts";
-import { REDIS_TIMEOUT_MS, redisHealth } from "./redis.ts";
-import { withTimeout } from "./timeout.ts";
+import { errorMessage, log } from "./log.ts";
+import { askRedis } from "./redis.ts";
 
 /**
  * Read-through cache of a user's profile and plan in Redis. What it holds changes only through
@@ -125,19 +124,11 @@ export interface CachedRead {
  * way both travel in the same HTTP round trip.
  */
 export async function readProfile(redis: Redis, sql: Sql, userId: string): Promise<CachedRead> {
-  if (!redisHealth.shouldTry()) {
-    return { profile: await loadOnce(sql, null, userId), redisOk: false };
-  }
-  let cached: Profile | Tombstone | null;
-  try {
-    cached = await withTimeout(
-      redis.getex<Profile | Tombstone>(profileKey(userId)),
-      REDIS_TIMEOUT_MS,
-      "profile cache read",
-    );
-    redisHealth.succeeded();
-  } catch (error) {
-    redisHealth.failed(error instanceof Error ? error.message : String(error));
+  const cached = await askRedis(
+    "profile cache read",
+    () => redis.getex<Profile | Tombstone>(profileKey(userId)),
+  );
+  if (cached === undefined) {
     return { profile: await loadOnce(sql, null, userId), redisOk: false };
   }
   if (cached && "deleted" in cached) return { profile: null, redisOk: true };
@@ -161,7 +152,7 @@ export async function refreshProfile(
     // The entry expires within PROFILE_TTL_SECONDS; say so rather than fail the write.
     log.warn("profile cache refresh failed", {
       user_id: userId,
-      error: error instanceof Error ? error.message : String(error),
+      error: errorMessage(error),
     });
   }
   return profile;

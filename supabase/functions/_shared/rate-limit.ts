@@ -2,8 +2,7 @@ import { Ratelimit } from "@upstash/ratelimit";
 import type { Redis } from "@upstash/redis";
 import type { Sql } from "./db.ts";
 import type { Plan } from "./profile-cache.ts";
-import { REDIS_TIMEOUT_MS, redisHealth } from "./redis.ts";
-import { withTimeout } from "./timeout.ts";
+import { askRedis, REDIS_TIMEOUT_MS } from "./redis.ts";
 
 /**
  * Per-minute rate limits by class, with the limit taken from the caller's plan. Redis (sliding
@@ -134,47 +133,32 @@ export interface RateLimiter {
 export function createRateLimiter(deps: { redis: () => Redis; sql: () => Sql }): RateLimiter {
   return {
     async check(rateClass, identifier, limit) {
-      if (redisHealth.shouldTry()) {
-        try {
-          const result = await limiter(deps.redis(), rateClass, limit).limit(identifier);
-          if (result.reason === "timeout") {
-            redisHealth.failed(`no answer within ${REDIS_TIMEOUT_MS} ms`);
-          } else {
-            redisHealth.succeeded();
-            return {
-              allowed: result.success,
-              limit: result.limit,
-              remaining: result.remaining,
-              resetAt: result.reset,
-              source: "redis",
-            };
-          }
-        } catch (error) {
-          redisHealth.failed(error instanceof Error ? error.message : String(error));
-        }
-      }
-      return await postgresDecision(deps.sql(), rateClass, identifier, limit);
+      const result = await askRedis("rate limit", async () => {
+        const answer = await limiter(deps.redis(), rateClass, limit).limit(identifier);
+        if (answer.reason === "timeout") throw new Error(`no answer within ${REDIS_TIMEOUT_MS} ms`);
+        return answer;
+      });
+      if (!result) return await postgresDecision(deps.sql(), rateClass, identifier, limit);
+      return {
+        allowed: result.success,
+        limit: result.limit,
+        remaining: result.remaining,
+        resetAt: result.reset,
+        source: "redis",
+      };
     },
     async remaining(rateClass, identifier, limit) {
-      if (redisHealth.shouldTry()) {
-        try {
-          const result = await withTimeout(
-            limiter(deps.redis(), rateClass, limit).getRemaining(identifier),
-            REDIS_TIMEOUT_MS,
-            "rate limit read",
-          );
-          redisHealth.succeeded();
-          return {
-            limit: result.limit,
-            remaining: result.remaining,
-            resetAt: result.reset,
-            source: "redis",
-          };
-        } catch (error) {
-          redisHealth.failed(error instanceof Error ? error.message : String(error));
-        }
-      }
-      return await postgresStanding(deps.sql(), rateClass, identifier, limit);
+      const result = await askRedis(
+        "rate limit read",
+        () => limiter(deps.redis(), rateClass, limit).getRemaining(identifier),
+      );
+      if (!result) return await postgresStanding(deps.sql(), rateClass, identifier, limit);
+      return {
+        limit: result.limit,
+        remaining: result.remaining,
+        resetAt: result.reset,
+        source: "redis",
+      };
     },
   };
 }

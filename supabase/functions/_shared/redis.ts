@@ -1,6 +1,7 @@
 import { Redis } from "@upstash/redis";
 import { config } from "./config.ts";
-import { log } from "./log.ts";
+import { errorMessage, log } from "./log.ts";
+import { withTimeout } from "./timeout.ts";
 
 let client: Redis | undefined;
 
@@ -57,3 +58,23 @@ export const redisHealth = {
     }
   },
 };
+
+/**
+ * One Redis operation under the health switch above: its result, or `undefined` when Redis is
+ * being skipped, fails, or does not answer within `REDIS_TIMEOUT_MS`, which sends the caller to
+ * its Postgres fallback. `operation` throws to report an answer that is no answer.
+ */
+export async function askRedis<T>(
+  what: string,
+  operation: () => Promise<T>,
+): Promise<T | undefined> {
+  if (!redisHealth.shouldTry()) return undefined;
+  try {
+    const value = await withTimeout(operation(), REDIS_TIMEOUT_MS, what);
+    redisHealth.succeeded();
+    return value;
+  } catch (error) {
+    redisHealth.failed(errorMessage(error));
+    return undefined;
+  }
+}

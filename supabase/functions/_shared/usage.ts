@@ -1,7 +1,7 @@
 import postgres from "postgres";
 import type { Sql } from "./db.ts";
 import { ApiError } from "./errors.ts";
-import { log } from "./log.ts";
+import { errorMessage, log } from "./log.ts";
 
 /**
  * Metering against the monthly quota. The decision and the record are one database statement
@@ -82,7 +82,7 @@ export async function refundAfterFailure(
     log.error("usage refund failed", {
       request_id: requestId,
       user_id: userId,
-      error: refundError instanceof Error ? refundError.message : String(refundError),
+      error: errorMessage(refundError),
     });
     return error;
   }

@@ -4,6 +4,7 @@ import { json } from "../_shared/http.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
 import { redis } from "../_shared/redis.ts";
 import { withTimeout } from "../_shared/timeout.ts";
+import { errorMessage } from "../_shared/log.ts";
 
 export interface HealthDeps {
   sql: () => Sql;
@@ -19,7 +20,7 @@ async function check(probe: () => Promise<unknown>, timeoutMs: number, what: str
     await withTimeout(probe(), timeoutMs, what);
     return { ok: true, latency_ms: latency() } satisfies Check;
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
+    const message = errorMessage(error);
     return { ok: false, latency_ms: latency(), error: message } satisfies Check;
   }
 }

@@ -9,7 +9,7 @@ import {
 import { asUser, type Sql, sql } from "../_shared/db.ts";
 import { ApiError } from "../_shared/errors.ts";
 import { json } from "../_shared/http.ts";
-import { log } from "../_shared/log.ts";
+import { errorMessage, log } from "../_shared/log.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
 import { forgetProfile, type Profile, refreshProfile } from "../_shared/profile-cache.ts";
 import { redis } from "../_shared/redis.ts";
@@ -88,7 +88,7 @@ async function deleteAccount(deps: ProfileDeps, userId: string): Promise<void> {
     // The account is gone either way; its cache entry then lapses within PROFILE_TTL_SECONDS.
     log.warn("profile tombstone not written", {
       user_id: userId,
-      error: error instanceof Error ? error.message : String(error),
+      error: errorMessage(error),
     });
   }
 }

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { log } from "../log.ts";
+import { errorMessage, log } from "../log.ts";
 import {
   type Applied,
   applySubscriptionState,
@@ -105,7 +105,7 @@ export const applyStripeEvent: JobHandler = {
     try {
       applied = await apply(event, ctx);
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
+      const message = errorMessage(error);
       await ctx.sql`
         update public.stripe_events set last_error = left(${message}, 10000) where id = ${eventId}`;
       throw error;

@@ -1,4 +1,4 @@
-import { log } from "../log.ts";
+import { errorMessage, log } from "../log.ts";
 import { isResourceMissing, type Stripe } from "../stripe.ts";
 import {
   applySubscriptionState,
@@ -71,7 +71,7 @@ export const reconcileSubscriptions: JobHandler = {
       try {
         await reconcileCustomer(deps, userId, customerId);
       } catch (error) {
-        const message = error instanceof Error ? error.message : String(error);
+        const message = errorMessage(error);
         failures.push(`${userId}: ${message}`);
         log.error("reconciling a customer failed", {
           user_id: userId,

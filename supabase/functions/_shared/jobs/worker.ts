@@ -1,5 +1,5 @@
 import type { ProcessJobsResponse } from "../contracts.ts";
-import { log } from "../log.ts";
+import { errorMessage, log } from "../log.ts";
 import { withTimeout } from "../timeout.ts";
 import type { JobContext, JobHandler } from "./job.ts";
 
@@ -50,7 +50,7 @@ export async function runJobs(
       await ctx.sql`select public.complete_job(${job.id}, ${options.worker})`;
       summary.succeeded++;
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
+      const message = errorMessage(error);
       const [{ status }] = await ctx.sql<{ status: string | null }[]>`
         select public.fail_job(${job.id}, ${options.worker}, ${message}) as status`;
       if (status === "dead") summary.dead++;
