@@ -34,16 +34,13 @@ alter table public.rate_limit_hits enable row level security;
 revoke all on table public.rate_limit_hits from anon, authenticated;
 grant all on table public.rate_limit_hits to service_role;
 
-create or replace function public.rate_limit_hit(p_key text, p_limit integer, p_window_seconds integer)
-  returns table (allowed boolean, remaining integer, reset_at timestamptz)
+-- The arguments every rate_limit_* function takes, checked once, and the fixed window they fall in.
+create or replace function public.rate_limit_window_start(p_key text, p_limit integer, p_window_seconds integer)
+  returns timestamptz
   language plpgsql
-  volatile
+  stable
   set search_path = ''
 as $$
-declare
-  v_now          timestamptz := pg_catalog.now();
-  v_window_start timestamptz;
-  v_hits         integer;
 begin
   if p_key is null or pg_catalog.char_length(p_key) not between 1 and 512 then
     raise exception 'p_key must be a string of 1 to 512 characters'
@@ -57,10 +54,28 @@ begin
     raise exception 'p_window_seconds must be from 1 to 86400, got %', coalesce(p_window_seconds::text, 'null')
       using errcode = '22023';
   end if;
-
-  v_window_start := pg_catalog.to_timestamp(
-    (pg_catalog.floor(extract(epoch from v_now) / p_window_seconds) * p_window_seconds)::double precision
+  return pg_catalog.to_timestamp(
+    (pg_catalog.floor(extract(epoch from pg_catalog.now()) / p_window_seconds) * p_window_seconds)::double precision
   );
+end
+$$;
+comment on function public.rate_limit_window_start(text, integer, integer) is
+  'Building block of rate_limit_hit and rate_limit_remaining: checks their arguments (22023 on a bad one) and '
+  'returns the start of the current fixed window of p_window_seconds.';
+revoke execute on function public.rate_limit_window_start(text, integer, integer) from public, anon, authenticated;
+grant execute on function public.rate_limit_window_start(text, integer, integer) to service_role;
+
+create or replace function public.rate_limit_hit(p_key text, p_limit integer, p_window_seconds integer)
+  returns table (allowed boolean, remaining integer, reset_at timestamptz)
+  language plpgsql
+  volatile
+  set search_path = ''
+as $$
+declare
+  v_window_start timestamptz;
+  v_hits         integer;
+begin
+  v_window_start := public.rate_limit_window_start(p_key, p_limit, p_window_seconds);
 
   -- The one statement that counts and decides. A hit from a newer window restarts the count;
   -- a hit stamped in an older window than the stored one (a transaction that started just

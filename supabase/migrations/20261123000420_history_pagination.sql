@@ -66,7 +66,7 @@
 --     function must pass the caller's verified id.
 --   * anon: no EXECUTE.
 --
--- Each page function computes its window in PL/pgSQL and then reads it with one query, the
+-- Each page function computes its window (history_window) and then reads it with one query, the
 -- SQL function <table>_in_window(...) (inlined into that query by the planner). The window is
 -- passed as plain values, so the partitions outside it are pruned (at planning, or at executor
 -- start-up once the session caches a generic plan) and never scanned. The *_in_window functions
@@ -132,6 +132,42 @@ comment on function public.history_next_cursor(text, uuid, timestamptz, boolean,
   'once the window reaches the later of the user''s sign-up month and the table''s retention horizon.';
 
 -- -------------------------------------------------------------------------------------------
+-- The window a page reads (shared by the three page functions)
+-- -------------------------------------------------------------------------------------------
+create or replace function public.history_window(
+  p_before_created_at timestamptz,
+  p_before_id uuid
+)
+  returns table (before_at timestamptz, before_id uuid, window_from timestamptz, window_through timestamptz)
+  language plpgsql
+  stable
+  set search_path = ''
+as $$
+declare
+  v_min_id constant uuid := '00000000-0000-0000-0000-000000000000'::uuid;
+begin
+  -- The cursor, normalised: (before_at, before_id) is exclusive; window_through is the newest
+  -- instant the page can hold (timestamptz has microsecond resolution).
+  if p_before_created_at is null then
+    before_at := (pg_catalog.date_trunc('month', pg_catalog.now() at time zone 'UTC') + interval '1 month')
+                 at time zone 'UTC';
+    before_id := v_min_id;
+  else
+    before_at := p_before_created_at;
+    before_id := coalesce(p_before_id, v_min_id);
+  end if;
+  window_through := case when before_id = v_min_id then before_at - interval '1 microsecond' else before_at end;
+  -- The window: the month of window_through and the month before it (UTC).
+  window_from := (pg_catalog.date_trunc('month', window_through at time zone 'UTC') - interval '1 month')
+                 at time zone 'UTC';
+  return next;
+end
+$$;
+comment on function public.history_window(timestamptz, uuid) is
+  'Building block of the *_page functions: the cursor normalised to an exclusive (before_at, before_id) and the '
+  'two-month window [window_from, window_through] (UTC months) the page reads. No cursor means "the newest".';
+
+-- -------------------------------------------------------------------------------------------
 -- analyses
 -- -------------------------------------------------------------------------------------------
 create or replace function public.analyses_in_window(
@@ -176,7 +212,6 @@ create or replace function public.analyses_page(
   set search_path = ''
 as $$
 declare
-  v_min_id      constant uuid := '00000000-0000-0000-0000-000000000000'::uuid;
   v_limit       integer := least(greatest(coalesce(p_limit, 20), 1), 100);
   v_before_at   timestamptz;
   v_before_id   uuid;
@@ -186,19 +221,9 @@ declare
   v_last_at     timestamptz;
   v_last_id     uuid;
 begin
-  -- The cursor, normalised: (v_before_at, v_before_id) is exclusive; v_through is the newest
-  -- instant the page can hold (timestamptz has microsecond resolution).
-  if p_before_created_at is null then
-    v_before_at := (pg_catalog.date_trunc('month', pg_catalog.now() at time zone 'UTC') + interval '1 month')
-                   at time zone 'UTC';
-    v_before_id := v_min_id;
-  else
-    v_before_at := p_before_created_at;
-    v_before_id := coalesce(p_before_id, v_min_id);
-  end if;
-  v_through := case when v_before_id = v_min_id then v_before_at - interval '1 microsecond' else v_before_at end;
-  -- The window: the month of v_through and the month before it (UTC).
-  v_from := (pg_catalog.date_trunc('month', v_through at time zone 'UTC') - interval '1 month') at time zone 'UTC';
+  select w.before_at, w.before_id, w.window_from, w.window_through
+    into v_before_at, v_before_id, v_from, v_through
+    from public.history_window(p_before_created_at, p_before_id) as w;
 
   -- One more row than the page, to know whether the window holds more.
   select
@@ -273,7 +298,6 @@ create or replace function public.chat_messages_page(
   set search_path = ''
 as $$
 declare
-  v_min_id    constant uuid := '00000000-0000-0000-0000-000000000000'::uuid;
   v_limit     integer := least(greatest(coalesce(p_limit, 20), 1), 100);
   v_before_at timestamptz;
   v_before_id uuid;
@@ -283,16 +307,9 @@ declare
   v_last_at   timestamptz;
   v_last_id   uuid;
 begin
-  if p_before_created_at is null then
-    v_before_at := (pg_catalog.date_trunc('month', pg_catalog.now() at time zone 'UTC') + interval '1 month')
-                   at time zone 'UTC';
-    v_before_id := v_min_id;
-  else
-    v_before_at := p_before_created_at;
-    v_before_id := coalesce(p_before_id, v_min_id);
-  end if;
-  v_through := case when v_before_id = v_min_id then v_before_at - interval '1 microsecond' else v_before_at end;
-  v_from := (pg_catalog.date_trunc('month', v_through at time zone 'UTC') - interval '1 month') at time zone 'UTC';
+  select w.before_at, w.before_id, w.window_from, w.window_through
+    into v_before_at, v_before_id, v_from, v_through
+    from public.history_window(p_before_created_at, p_before_id) as w;
 
   select
     coalesce(pg_catalog.jsonb_agg(
@@ -362,7 +379,6 @@ create or replace function public.activities_page(
   set search_path = ''
 as $$
 declare
-  v_min_id    constant uuid := '00000000-0000-0000-0000-000000000000'::uuid;
   v_limit     integer := least(greatest(coalesce(p_limit, 20), 1), 100);
   v_before_at timestamptz;
   v_before_id uuid;
@@ -372,16 +388,9 @@ declare
   v_last_at   timestamptz;
   v_last_id   uuid;
 begin
-  if p_before_created_at is null then
-    v_before_at := (pg_catalog.date_trunc('month', pg_catalog.now() at time zone 'UTC') + interval '1 month')
-                   at time zone 'UTC';
-    v_before_id := v_min_id;
-  else
-    v_before_at := p_before_created_at;
-    v_before_id := coalesce(p_before_id, v_min_id);
-  end if;
-  v_through := case when v_before_id = v_min_id then v_before_at - interval '1 microsecond' else v_before_at end;
-  v_from := (pg_catalog.date_trunc('month', v_through at time zone 'UTC') - interval '1 month') at time zone 'UTC';
+  select w.before_at, w.before_id, w.window_from, w.window_through
+    into v_before_at, v_before_id, v_from, v_through
+    from public.history_window(p_before_created_at, p_before_id) as w;
 
   select
     coalesce(pg_catalog.jsonb_agg(
@@ -411,6 +420,7 @@ comment on function public.activities_page(uuid, timestamptz, uuid, integer) is
 -- Who may call them: signed-in users (RLS limits them to their own rows) and service_role.
 -- -------------------------------------------------------------------------------------------
 revoke execute on function
+  public.history_window(timestamptz, uuid),
   public.history_next_cursor(text, uuid, timestamptz, boolean, timestamptz, uuid),
   public.analyses_in_window(uuid, timestamptz, timestamptz, timestamptz, uuid, integer),
   public.analyses_page(uuid, timestamptz, uuid, integer),
@@ -420,6 +430,7 @@ revoke execute on function
   public.activities_page(uuid, timestamptz, uuid, integer)
   from public, anon;
 grant execute on function
+  public.history_window(timestamptz, uuid),
   public.history_next_cursor(text, uuid, timestamptz, boolean, timestamptz, uuid),
   public.analyses_in_window(uuid, timestamptz, timestamptz, timestamptz, uuid, integer),
   public.analyses_page(uuid, timestamptz, uuid, integer),

@@ -64,22 +64,7 @@ declare
   v_hits         integer;
   v_expires_at   timestamptz;
 begin
-  if p_key is null or pg_catalog.char_length(p_key) not between 1 and 512 then
-    raise exception 'p_key must be a string of 1 to 512 characters'
-      using errcode = '22023';
-  end if;
-  if p_limit is null or p_limit < 1 then
-    raise exception 'p_limit must be at least 1, got %', coalesce(p_limit::text, 'null')
-      using errcode = '22023';
-  end if;
-  if p_window_seconds is null or p_window_seconds not between 1 and 86400 then
-    raise exception 'p_window_seconds must be from 1 to 86400, got %', coalesce(p_window_seconds::text, 'null')
-      using errcode = '22023';
-  end if;
-
-  v_window_start := pg_catalog.to_timestamp(
-    (pg_catalog.floor(extract(epoch from pg_catalog.now()) / p_window_seconds) * p_window_seconds)::double precision
-  );
+  v_window_start := public.rate_limit_window_start(p_key, p_limit, p_window_seconds);
 
   -- A stored window that is not older than the current one is the one rate_limit_hit would
   -- count the next hit in (see its comment); an older one has ended and counts as empty.
