@@ -140,7 +140,7 @@ stackTest("an image given as base64 data reaches the model as a data URL", async
 });
 
 stackTest(
-  "an identical second analysis is answered from the cache, marked cached and not charged",
+  "an identical second analysis is answered from the cache without a model call, at the plan's cache-hit cost",
   async () => {
     const user = await createUser("analyze-cache");
     const request = textRequest();
@@ -154,9 +154,9 @@ stackTest(
     const response = AnalyzeResponse.parse(second.body);
     assert.equal(response.cached, true);
     assert.deepEqual(response.analysis.result, first.body.analysis.result);
-    assert.equal(response.usage.used, 1, "the cached answer took no unit");
+    assert.equal(response.usage.used, 2, "the cached answer took the free plan's one unit");
     assert.equal(server.calls, callsAfterFirst, "the model was not called again");
-    assert.equal(await usedUnits(user.id), 1);
+    assert.equal(await usedUnits(user.id), 2);
     const stored = await analysesOf(user.id);
     assert.deepEqual(stored.map((row) => row.cached), [false, true]);
     assert.equal(stored[0].input_hash, stored[1].input_hash);
@@ -197,7 +197,7 @@ stackTest("with Redis stopped, an identical analysis is still answered from Post
 
     assert.equal(status, 200);
     assert.equal(body.cached, true);
-    assert.equal(body.usage.used, 1);
+    assert.equal(body.usage.used, 2);
     assert.equal(server.calls, calls);
   } finally {
     await localRedis.start();

@@ -150,7 +150,7 @@ stackTest(
 );
 
 stackTest(
-  "an identical chat is answered from the cache, marked cached and not charged",
+  "an identical chat is answered from the cache without a model call, at the plan's cache-hit cost",
   async () => {
     const user = await createUser("chat-cache");
     const message = freshMessage();
@@ -165,7 +165,7 @@ stackTest(
     assert.equal(response.cached, true);
     assert.equal(response.reply.content, first.body.reply.content);
     assert.notEqual(response.conversation_id, first.body.conversation_id);
-    assert.equal(response.usage.used, 1, "the cached answer took no unit");
+    assert.equal(response.usage.used, 2, "the cached answer took the free plan's one unit");
     assert.equal(server.calls, calls, "the model was not called again");
     assert.equal((await messagesOf(user.id)).length, 4, "both exchanges are in the history");
   },
@@ -207,22 +207,25 @@ stackTest(
   },
 );
 
-stackTest("a streamed reply answered from the cache arrives whole and uncharged", async () => {
-  const user = await createUser("chat-stream-cache");
-  const message = freshMessage();
-  const plain = await chat(user.token, { message });
+stackTest(
+  "a streamed reply answered from the cache arrives whole, at the cache-hit cost",
+  async () => {
+    const user = await createUser("chat-stream-cache");
+    const message = freshMessage();
+    const plain = await chat(user.token, { message });
 
-  const { status, events } = await chatStream(user.token, { message });
+    const { status, events } = await chatStream(user.token, { message });
 
-  assert.equal(status, 200);
-  assert.deepEqual(events.map((e) => e.event), ["delta", "done"]);
-  assert.equal(events[0].data.text, plain.body.reply.content);
-  assert.equal(events[1].data.cached, true);
-  assert.equal(await usedUnits(user.id), 1);
-});
+    assert.equal(status, 200);
+    assert.deepEqual(events.map((e) => e.event), ["delta", "done"]);
+    assert.equal(events[0].data.text, plain.body.reply.content);
+    assert.equal(events[1].data.cached, true);
+    assert.equal(await usedUnits(user.id), 2);
+  },
+);
 
 stackTest(
-  "a reply that breaks off mid-stream is refunded and ends with an error event",
+  "a reply that breaks off after a delta reached the client keeps its charge and ends with an error event",
   async () => {
     const user = await createUser("chat-break");
     await whileServer("break_stream", async () => {
@@ -234,26 +237,50 @@ stackTest(
       assert.equal(last.event, "error");
       ErrorEnvelope.parse(last.data);
       assert.equal(last.data.error.code, "ai_unavailable");
-      assert.equal(last.data.error.usage.used, 0);
+      assert.equal(last.data.error.usage, undefined, "no refunded usage: nothing was refunded");
+      assert.ok(
+        logs.some((line) =>
+          line.includes("failure after model output was delivered") &&
+          line.includes(last.data.error.request_id)
+        ),
+        "the failure is logged with the request id",
+      );
     });
-    assert.equal(await usedUnits(user.id), 0);
+    assert.equal(await usedUnits(user.id), 1);
     assert.equal((await messagesOf(user.id)).length, 0);
   },
 );
 
 stackTest(
-  "a reply that stalls mid-stream times out, is refunded and ends with an error event",
+  "a reply that stalls after a delta times out, keeps its charge and ends with an error event",
   async () => {
     const user = await createUser("chat-stall");
     await whileServer("stall_stream", async () => {
       const { status, events } = await chatStream(user.token, { message: freshMessage() });
 
       assert.equal(status, 200);
+      assert.equal(events[0].event, "delta");
       assert.equal(events.at(-1)!.event, "error");
       assert.equal(events.at(-1)!.data.error.code, "ai_unavailable");
     });
-    assert.equal(await usedUnits(user.id), 0);
+    assert.equal(await usedUnits(user.id), 1);
     assert.equal((await messagesOf(user.id)).length, 0);
+  },
+);
+
+stackTest(
+  "a stream that breaks off before any delta is refunded and ends with an error event",
+  async () => {
+    const user = await createUser("chat-break-early");
+    await whileServer("break_before_output", async () => {
+      const { status, events } = await chatStream(user.token, { message: freshMessage() });
+
+      assert.equal(status, 200);
+      assert.deepEqual(events.map((e) => e.event), ["error"]);
+      assert.equal(events[0].data.error.code, "ai_unavailable");
+      assert.equal(events[0].data.error.usage.used, 0);
+    });
+    assert.equal(await usedUnits(user.id), 0);
   },
 );
 

@@ -17,6 +17,13 @@ export type Behaviour =
   | "invalid_json"
   /** Stream the first piece of the reply, then break the connection. */
   | "break_stream"
+  /** Start the stream (status 200, the role chunk), then break it before any text. */
+  | "break_before_output"
+  /**
+   * Answer with text Postgres cannot store as it is: U+0000 and an unpaired surrogate in the
+   * reply, and in an analysis's summary and a score's name.
+   */
+  | "unstorable_output"
   /** Stream the first piece of the reply, then go silent. */
   | "stall_stream";
 
@@ -109,6 +116,9 @@ export function startOpenAiServer(apiKey: string): OpenAiServer {
     let sent = 0;
     return new ReadableStream<Uint8Array>({
       async pull(controller) {
+        if (sent === 1 && behaviour === "break_before_output") {
+          return controller.error(new Error("connection broken on purpose"));
+        }
         if (sent === 2 && behaviour === "break_stream") {
           return controller.error(new Error("connection broken on purpose"));
         }
@@ -150,11 +160,21 @@ export function startOpenAiServer(apiKey: string): OpenAiServer {
       await never();
       return new Response(null, { status: 499 });
     }
+    const analysis = analysisOf(lastUserContent(body.messages));
+    const reply = replyTo(lastUserContent(body.messages).map((p) => p.text ?? "").join(""));
     const content = behaviour === "invalid_json"
       ? "this is not JSON"
+      : behaviour === "unstorable_output"
+      ? (body.response_format
+        ? JSON.stringify({
+          ...analysis,
+          summary: `${analysis.summary}\u0000\ud800`,
+          scores: { "nul\u0000": 50 },
+        })
+        : `${reply}\u0000\ud800`)
       : body.response_format
-      ? JSON.stringify(analysisOf(lastUserContent(body.messages)))
-      : replyTo(lastUserContent(body.messages).map((p) => p.text ?? "").join(""));
+      ? JSON.stringify(analysis)
+      : reply;
     if (body.stream) {
       return new Response(stream(body.model, content, behaviour), {
         headers: { "content-type": "text/event-stream" },

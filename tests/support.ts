@@ -321,22 +321,23 @@ export function addMessages(
 }
 
 /**
- * Puts `user` on a plan of their own whose `general` limit is `perMinute` (the free plan's
- * otherwise); returns what puts them back on free and removes that plan.
+ * Puts `user` on a plan of their own: the free plan with `changes`; returns what puts them back
+ * on free and removes that plan.
  */
-export async function limitGeneral(
+export async function ownPlan(
   user: TestUser,
-  perMinute: number,
+  changes: Record<string, number>,
 ): Promise<() => Promise<void>> {
-  const plan = `test_general_${crypto.randomUUID().slice(0, 8)}`;
+  const plan = `test_${crypto.randomUUID().slice(0, 8)}`;
   const sql = database();
   try {
     await sql`
-      insert into public.plans (id, name, monthly_quota, ai_per_minute, general_per_minute,
-                                upload_per_minute)
-      select ${plan}, 'Test: ' || ${perMinute} || ' general a minute', monthly_quota,
-             ai_per_minute, ${perMinute}, upload_per_minute
+      insert into public.plans
+      select ${plan}, 'Test plan', monthly_quota, ai_per_minute, general_per_minute,
+             upload_per_minute, null, now(), now(), max_output_tokens, chat_history_chars,
+             cache_hit_cost
         from public.plans where id = 'free'`;
+    await sql`update public.plans set ${sql(changes)} where id = ${plan}`;
   } finally {
     await sql.end();
   }
@@ -350,6 +351,11 @@ export async function limitGeneral(
       await cleanup.end();
     }
   };
+}
+
+/** Puts `user` on a plan of their own whose `general` limit is `perMinute`. */
+export function limitGeneral(user: TestUser, perMinute: number): Promise<() => Promise<void>> {
+  return ownPlan(user, { general_per_minute: perMinute });
 }
 
 /** Puts the user's profile in the profile cache, as any request of theirs would. */

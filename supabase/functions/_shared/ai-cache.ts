@@ -9,6 +9,13 @@ import { askRedis } from "./redis.ts";
  * first; `ai_response_cache` in Postgres holds every entry too, so a Redis miss, eviction or
  * outage costs a database read rather than a model call, and a Postgres hit is copied back into
  * Redis for the next request.
+ *
+ * An entry belongs to the user whose request produced it (`owner`), and callers put that user in
+ * the key, so an answer only ever comes back to its owner: `cached: true` must not tell anyone what
+ * someone else asked. Only text analyses of a type the operator lists in
+ * `ai_shareable_analysis_types` (inputs that carry no personal data) are shared, owned by no one.
+ * Deleting an account deletes its entries: the rows by cascade, the Redis copies through the
+ * `ai_cache.forget` job.
  */
 
 export const aiCacheRedisKey = (key: string) => `ai:v1:${key}`;
@@ -78,15 +85,42 @@ export async function readAiCache<T>(
 export async function writeAiCache<T>(
   redis: Redis,
   sql: Sql,
-  key: string,
-  answer: T,
-  model: string,
-  ttlSeconds: number,
+  entry: { key: string; answer: T; model: string; ttlSeconds: number; owner: string | null },
 ): Promise<void> {
-  const entry: Entry<T> = { answer, stored_at: nowSeconds() };
+  const { key, model, ttlSeconds, owner } = entry;
+  const stored: Entry<T> = { answer: entry.answer, stored_at: nowSeconds() };
   await Promise.all([
-    toRedis(redis, key, entry, ttlSeconds),
-    sql`select public.ai_cache_put(${key}, ${sql.json(entry as never)}, ${model}, ${ttlSeconds})`
+    toRedis(redis, key, stored, ttlSeconds),
+    sql`select public.ai_cache_put(${key}, ${sql.json(stored as never)}, ${model}, ${ttlSeconds},
+                                   ${owner})`
       .then(() => {}, (error) => log.warn("ai cache write failed", { error: errorMessage(error) })),
   ]);
+}
+
+const SHAREABLE_TTL_MS = 60_000;
+let shareable: { types: Promise<Set<string>>; until: number } | undefined;
+
+/**
+ * The analysis types whose text answers may serve every user, read at most once a minute per
+ * isolate: an operator's change to the list applies within a minute.
+ */
+export function shareableAnalysisTypes(sql: Sql): Promise<Set<string>> {
+  if (!shareable || Date.now() >= shareable.until) {
+    const types = sql<{ analysis_type: string }[]>`
+      select analysis_type from public.ai_shareable_analysis_types`
+      .then((rows) => new Set(rows.map((row) => row.analysis_type)));
+    shareable = { types, until: Date.now() + SHAREABLE_TTL_MS };
+    types.catch(() => shareable = undefined);
+  }
+  return shareable.types;
+}
+
+/** Redis deletes per command when forgetting a user's entries. */
+const FORGET_BATCH = 500;
+
+/** Deletes the Redis copies of these entries (their rows went with the account). */
+export async function forgetAiCacheEntries(redis: Redis, keys: readonly string[]): Promise<void> {
+  for (let start = 0; start < keys.length; start += FORGET_BATCH) {
+    await redis.del(...keys.slice(start, start + FORGET_BATCH).map(aiCacheRedisKey));
+  }
 }

@@ -24,6 +24,30 @@ export interface ChatTurn {
   content: string;
 }
 
+/** What every model call carries besides its messages. */
+export interface ModelCall {
+  requestId: string;
+  /** The caller's plan's `max_output_tokens`, sent as `max_completion_tokens`, always. */
+  maxOutputTokens: number;
+}
+
+/**
+ * Model text as Postgres can store it: U+0000 and unpaired surrogates, which a model can be
+ * talked into writing, become U+FFFD, so storing what the caller paid for cannot fail on them.
+ */
+export function storable(text: string): string {
+  return text.toWellFormed().replaceAll("\0", "\uFFFD");
+}
+
+/** JSON.parse reviver applying `storable` to every string, object keys included. */
+function storableJson(_key: string, value: unknown): unknown {
+  if (typeof value === "string") return storable(value);
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+    return Object.fromEntries(Object.entries(value).map(([key, item]) => [storable(key), item]));
+  }
+  return value;
+}
+
 /** The reply as it arrives; `cancel` stops it (and the provider's work) when the client leaves. */
 export interface ReplyStream extends AsyncIterable<string> {
   cancel(): void;
@@ -124,7 +148,7 @@ function chatMessages(turns: ChatTurn[]) {
 function parseAnalysis(content: string | null | undefined): AnalysisResult | null {
   if (!content) return null;
   try {
-    const parsed = AnalysisResult.safeParse(JSON.parse(content));
+    const parsed = AnalysisResult.safeParse(JSON.parse(content, storableJson));
     return parsed.success ? parsed.data : null;
   } catch {
     return null;
@@ -135,13 +159,14 @@ function parseAnalysis(content: string | null | undefined): AnalysisResult | nul
 export async function analyzeWithModel(
   c: Config,
   request: { analysisType: string; input: AnalyzeInput },
-  requestId: string,
+  { requestId, maxOutputTokens }: ModelCall,
 ): Promise<AnalysisResult> {
   const { module, client } = await openai(c);
   let content: string | null | undefined;
   try {
     const completion = await client.chat.completions.create({
       model: c.OPENAI_MODEL,
+      max_completion_tokens: maxOutputTokens,
       messages: analysisMessages(request.analysisType, request.input),
       response_format: {
         type: "json_schema",
@@ -158,12 +183,17 @@ export async function analyzeWithModel(
 }
 
 /** The assistant's next message after `turns`. */
-export async function chatReply(c: Config, turns: ChatTurn[], requestId: string): Promise<string> {
+export async function chatReply(
+  c: Config,
+  turns: ChatTurn[],
+  { requestId, maxOutputTokens }: ModelCall,
+): Promise<string> {
   const { module, client } = await openai(c);
   let content: string | null | undefined;
   try {
     const completion = await client.chat.completions.create({
       model: c.OPENAI_MODEL,
+      max_completion_tokens: maxOutputTokens,
       messages: chatMessages(turns),
     });
     content = completion.choices[0]?.message?.content;
@@ -183,14 +213,19 @@ export async function chatReply(c: Config, turns: ChatTurn[], requestId: string)
 export async function streamChatReply(
   c: Config,
   turns: ChatTurn[],
-  requestId: string,
+  { requestId, maxOutputTokens }: ModelCall,
 ): Promise<ReplyStream> {
   const { module, client } = await openai(c);
   const abort = new AbortController();
   let chunks: AsyncIterator<OpenAI.Chat.ChatCompletionChunk>;
   try {
     const stream = await client.chat.completions.create(
-      { model: c.OPENAI_MODEL, messages: chatMessages(turns), stream: true },
+      {
+        model: c.OPENAI_MODEL,
+        max_completion_tokens: maxOutputTokens,
+        messages: chatMessages(turns),
+        stream: true,
+      },
       { signal: abort.signal },
     );
     chunks = stream[Symbol.asyncIterator]();

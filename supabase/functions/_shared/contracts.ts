@@ -11,6 +11,35 @@ import { z } from "zod";
 // Shared pieces
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * True when Postgres can store `value` as `text`: no U+0000 (SQLSTATE 22021) and no UTF-16
+ * surrogate without its pair (which cannot be encoded as UTF-8). A loop rather than
+ * `String.prototype.isWellFormed`, which the app's JavaScript engine may not have.
+ */
+export function isStorableText(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const unit = value.charCodeAt(i);
+    if (unit === 0) return false;
+    if (unit >= 0xd800 && unit <= 0xdbff) {
+      const next = value.charCodeAt(i + 1);
+      if (!(next >= 0xdc00 && next <= 0xdfff)) return false;
+      i++;
+    } else if (unit >= 0xdc00 && unit <= 0xdfff) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/**
+ * Every string a request carries: text that would make Postgres refuse the row after the model
+ * was paid for is refused at the door instead, with the field named.
+ */
+export const Text = z.string().refine(isStorableText, {
+  error: "must not contain U+0000 or unpaired UTF-16 surrogates",
+  abort: true,
+});
+
 export const ERROR_CODES = [
   "invalid_json",
   "validation_failed",
@@ -41,10 +70,10 @@ export type ErrorEnvelope = z.infer<typeof ErrorEnvelope>;
 
 /** A profile's settings; the database enforces the same rules (`profile_settings_are_valid`). */
 export const Settings = z.strictObject({
-  locale: z.string().regex(/^[a-z]{2}(-[A-Z]{2})?$/, "must look like en or en-US").optional(),
+  locale: Text.regex(/^[a-z]{2}(-[A-Z]{2})?$/, "must look like en or en-US").optional(),
   theme: z.enum(["system", "light", "dark"]).optional(),
   notifications_enabled: z.boolean().optional(),
-  default_analysis_type: z.string().min(1).max(64).optional(),
+  default_analysis_type: Text.min(1).max(64).optional(),
 });
 export type Settings = z.infer<typeof Settings>;
 
@@ -57,6 +86,12 @@ export const Plan = z.object({
   ai_per_minute: z.number().int(),
   general_per_minute: z.number().int(),
   upload_per_minute: z.number().int(),
+  /** Output tokens one model call may produce. */
+  max_output_tokens: z.number().int(),
+  /** Characters of earlier messages a chat message is sent with. */
+  chat_history_chars: z.number().int(),
+  /** Units an answer from the AI response cache takes from the quota. */
+  cache_hit_cost: z.number().int(),
 });
 export type Plan = z.infer<typeof Plan>;
 
@@ -71,7 +106,7 @@ export type Usage = z.infer<typeof Usage>;
 
 const Timestamp = z.iso.datetime({ offset: true });
 /** An opaque position in a user's history, returned by `history` and `sync`. */
-const Cursor = z.string().min(1).max(512);
+const Cursor = Text.min(1).max(512);
 
 // ---------------------------------------------------------------------------------------------
 // health
@@ -211,10 +246,10 @@ export type SyncResponse = z.infer<typeof SyncResponse>;
 export const MAX_BASE64_IMAGE_CHARS = 5_000_000;
 
 export const AnalyzeInput = z.discriminatedUnion("kind", [
-  z.strictObject({ kind: z.literal("text"), text: z.string().min(1).max(20_000) }),
+  z.strictObject({ kind: z.literal("text"), text: Text.min(1).max(20_000) }),
   z.strictObject({
     kind: z.literal("image_url"),
-    url: z.url({ protocol: /^https$/, error: "must be an https URL" }).max(4_096),
+    url: Text.pipe(z.url({ protocol: /^https$/, error: "must be an https URL" }).max(4_096)),
   }),
   z.strictObject({
     kind: z.literal("image_base64"),
@@ -225,7 +260,7 @@ export const AnalyzeInput = z.discriminatedUnion("kind", [
 export type AnalyzeInput = z.infer<typeof AnalyzeInput>;
 
 export const AnalyzeRequest = z.strictObject({
-  analysis_type: z.string().min(1).max(64),
+  analysis_type: Text.min(1).max(64),
   input: AnalyzeInput,
 });
 export type AnalyzeRequest = z.infer<typeof AnalyzeRequest>;
@@ -241,7 +276,7 @@ export type AnalyzeResponse = z.infer<typeof AnalyzeResponse>;
 export const ChatRequest = z.strictObject({
   /** Omit to start a new conversation. */
   conversation_id: z.uuid().optional(),
-  message: z.string().min(1).max(8_000),
+  message: Text.min(1).max(8_000),
 });
 export type ChatRequest = z.infer<typeof ChatRequest>;
 

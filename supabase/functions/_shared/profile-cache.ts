@@ -20,6 +20,10 @@ export interface Plan {
   ai_per_minute: number;
   general_per_minute: number;
   upload_per_minute: number;
+  /** What one metered request may cost (see the `ai_cost_bounds` migration). */
+  max_output_tokens: number;
+  chat_history_chars: number;
+  cache_hit_cost: number;
 }
 
 export interface Profile {
@@ -40,7 +44,8 @@ export const PROFILE_TTL_SECONDS = 300;
 /** Longer than any access token lives, so no token outlives the tombstone of its account. */
 const TOMBSTONE_TTL_SECONDS = 2 * 3600;
 
-export const profileKey = (userId: string) => `profile:v1:${userId}`;
+/** v2: plans gained their cost bounds; a v1 entry, without them, is never read. */
+export const profileKey = (userId: string) => `profile:v2:${userId}`;
 
 const SET_IF_NEWER = `
 local current = redis.call('GET', KEYS[1])
@@ -62,16 +67,20 @@ function storeIfNewer(redis: Redis, userId: string, entry: Profile | Tombstone, 
   ]);
 }
 
+/** A `Plan` as JSON, from the row of `public.plans` aliased `pl` in the query it is part of. */
+export const planJson = (sql: Sql) =>
+  sql`json_build_object(
+        'id', pl.id, 'name', pl.name, 'monthly_quota', pl.monthly_quota,
+        'ai_per_minute', pl.ai_per_minute, 'general_per_minute', pl.general_per_minute,
+        'upload_per_minute', pl.upload_per_minute, 'max_output_tokens', pl.max_output_tokens,
+        'chat_history_chars', pl.chat_history_chars, 'cache_hit_cost', pl.cache_hit_cost)`;
+
 /** One database read of the profile joined with its plan. */
 export async function loadProfile(sql: Sql, userId: string): Promise<Profile | null> {
   const [row] = await sql<Profile[]>`
     select p.id,
            (extract(epoch from p.updated_at) * 1000000)::float8 as version,
-           json_build_object(
-             'id', pl.id, 'name', pl.name, 'monthly_quota', pl.monthly_quota,
-             'ai_per_minute', pl.ai_per_minute, 'general_per_minute', pl.general_per_minute,
-             'upload_per_minute', pl.upload_per_minute
-           ) as plan,
+           ${planJson(sql)} as plan,
            p.settings,
            p.subscription_status
       from public.profiles p

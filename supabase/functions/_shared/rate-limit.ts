@@ -1,7 +1,7 @@
 import { Ratelimit } from "@upstash/ratelimit";
 import type { Redis } from "@upstash/redis";
 import type { Sql } from "./db.ts";
-import type { Plan } from "./profile-cache.ts";
+import { type Plan, planJson } from "./profile-cache.ts";
 import { askRedis, REDIS_TIMEOUT_MS } from "./redis.ts";
 
 /**
@@ -48,9 +48,9 @@ let anonymous: { plan: Promise<Plan>; until: number } | undefined;
  */
 export function anonymousPlan(sql: Sql): Promise<Plan> {
   if (!anonymous || Date.now() >= anonymous.until) {
-    const plan = sql<Plan[]>`
-      select id, name, monthly_quota, ai_per_minute, general_per_minute, upload_per_minute
-        from public.plans where id = 'free'`.then(([row]) => row);
+    const plan = sql<{ plan: Plan }[]>`
+      select ${planJson(sql)} as plan from public.plans as pl where pl.id = 'free'`
+      .then(([row]) => row.plan);
     anonymous = { plan, until: Date.now() + ANONYMOUS_PLAN_TTL_MS };
     plan.catch(() => anonymous = undefined);
   }

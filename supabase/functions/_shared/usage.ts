@@ -64,30 +64,73 @@ export async function refundUsage(
 }
 
 /**
- * After the work a charge paid for failed: gives the unit back and returns the error to answer
- * with, carrying the refunded `usage` when it is an ApiError. A refund that fails itself is
- * logged (the unit is then lost to the user) and the original error still answered.
+ * What one metered request paid, and the one rule for giving it back: the charge follows the
+ * value delivered. While no model output has reached the client, a failure refunds the units
+ * (once, however many failures follow); from the moment any output is on its way (a streamed
+ * piece, or a 2xx body), the units stay spent whatever fails afterwards, and that failure is
+ * logged with the request id.
  */
-export async function refundAfterFailure(
-  sql: Sql,
-  userId: string,
-  charged: Usage,
-  error: unknown,
-  requestId: string,
-): Promise<unknown> {
-  let usage: Usage;
-  try {
-    usage = await refundUsage(sql, userId, 1, charged.resets_at);
-  } catch (refundError) {
-    log.error("usage refund failed", {
-      request_id: requestId,
-      user_id: userId,
-      error: errorMessage(refundError),
-    });
-    return error;
+export class Charge {
+  #delivered = false;
+  #settled = false;
+
+  private constructor(
+    private readonly sql: Sql,
+    private readonly userId: string,
+    private readonly requestId: string,
+    readonly amount: number,
+    readonly usage: Usage,
+  ) {}
+
+  /** Takes `amount` units before any model work, or refuses with 402 `quota_exceeded`. */
+  static async take(sql: Sql, userId: string, requestId: string, amount = 1): Promise<Charge> {
+    return new Charge(sql, userId, requestId, amount, await takeUsage(sql, userId, amount));
   }
-  if (!(error instanceof ApiError)) return error;
-  return new ApiError(error.code, error.message, { ...error.details, usage }, error.headers);
+
+  /** Model output is going to the client: from here on these units are never given back. */
+  delivered(): void {
+    this.#delivered = true;
+  }
+
+  /**
+   * Delivers model output that `record` stores first. Storing may still fail (the database is
+   * down, say): the output the caller paid for then goes out as `unrecorded`, and the failure is
+   * logged rather than answered.
+   */
+  async deliver<T>(record: () => Promise<T>, unrecorded: () => T): Promise<T> {
+    this.delivered();
+    try {
+      return await record();
+    } catch (error) {
+      await this.failed(error);
+      return unrecorded();
+    }
+  }
+
+  /**
+   * The work this charge paid for failed with `error`: returns the error to answer with. Before
+   * delivery the units are refunded (for the period they were taken in) and the error carries
+   * the refunded `usage`; after delivery nothing is refunded. A refund that fails itself is
+   * logged (the units are then lost to the user) and the original error still answered.
+   */
+  async failed(error: unknown): Promise<unknown> {
+    const fields = { request_id: this.requestId, user_id: this.userId, error: errorMessage(error) };
+    if (this.#delivered) {
+      log.warn("failure after model output was delivered; the charge stands", fields);
+      return error;
+    }
+    if (this.#settled) return error;
+    this.#settled = true;
+    let usage: Usage;
+    try {
+      usage = await refundUsage(this.sql, this.userId, this.amount, this.usage.resets_at);
+    } catch (refundError) {
+      log.error("usage refund failed", { ...fields, error: errorMessage(refundError) });
+      return error;
+    }
+    if (!(error instanceof ApiError)) return error;
+    return new ApiError(error.code, error.message, { ...error.details, usage }, error.headers);
+  }
 }
 
 /**

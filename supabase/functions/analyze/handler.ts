@@ -5,6 +5,7 @@ import {
   canonicalJson,
   readAiCache,
   sha256Hex,
+  shareableAnalysisTypes,
   writeAiCache,
 } from "../_shared/ai-cache.ts";
 import {
@@ -18,7 +19,7 @@ import { type Sql, sql } from "../_shared/db.ts";
 import { json } from "../_shared/http.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
 import { redis } from "../_shared/redis.ts";
-import { currentUsage, refundAfterFailure, takeUsage } from "../_shared/usage.ts";
+import { Charge, currentUsage } from "../_shared/usage.ts";
 
 /**
  * `POST analyze`: a structured analysis of a text or an image (an https URL, such as a signed
@@ -26,12 +27,15 @@ import { currentUsage, refundAfterFailure, takeUsage } from "../_shared/usage.ts
  *
  * Metering, in this order:
  *   1. no provider configured: 503 `ai_unavailable`, nothing charged;
- *   2. the AI response cache: an identical request (same model, prompt version, analysis type
- *      and input) is answered from it with `cached: true` and is NOT charged: the model did no
- *      work for it;
+ *   2. the AI response cache: an identical request of the same user (or, for a text analysis
+ *      of a type listed in `ai_shareable_analysis_types`, of anyone) is answered from it with
+ *      `cached: true`, charged the plan's `cache_hit_cost` (with a cost of 0 it is answered but
+ *      not stored);
  *   3. otherwise one unit is taken (`increment_usage_if_allowed`; 402 `quota_exceeded` with the
- *      numbers when the quota is spent), the model is called, and on any failure or timeout the
- *      unit is given back (`refund_usage`, for the period it was taken in) before the 503.
+ *      numbers when the quota is spent) before the model is called, with the plan's
+ *      `max_output_tokens`. If the model fails or times out the unit is given back before the
+ *      503; once it has answered, the answer is delivered and the unit kept even if storing it
+ *      fails (the `Charge` rule).
  * Every answer carries the usage numbers as they stand after it.
  */
 
@@ -53,77 +57,102 @@ function normalised(request: AnalyzeRequest): { analysisType: string; input: Ana
   };
 }
 
-interface AnalysisRow extends Omit<AnalysisItem, "created_at"> {
-  created_at: Date;
+interface Analysis {
+  analysisType: string;
+  input: AnalyzeInput;
+  inputHash: string;
+  result: AnalysisResult;
+  model: string;
+  cached: boolean;
 }
 
-async function store(
-  db: Sql,
-  userId: string,
-  analysis: {
-    analysisType: string;
-    input: AnalyzeInput;
-    inputHash: string;
-    result: AnalysisResult;
-    model: string;
-    cached: boolean;
-  },
-): Promise<AnalysisItem> {
-  const [row] = await db<AnalysisRow[]>`
+/** The analysis as answered; also what is answered when it could not be stored. */
+function analysisItem(analysis: Analysis): AnalysisItem {
+  return {
+    id: crypto.randomUUID(),
+    created_at: new Date().toISOString(),
+    analysis_type: analysis.analysisType,
+    input_kind: analysis.input.kind,
+    model: analysis.model,
+    cached: analysis.cached,
+    result: analysis.result,
+  };
+}
+
+async function store(db: Sql, userId: string, item: AnalysisItem, inputHash: string) {
+  const [row] = await db<{ created_at: Date }[]>`
     with inserted as (
       insert into public.analyses
-        (user_id, analysis_type, input_kind, input_hash, result, model, cached)
-      values (${userId}, ${analysis.analysisType}, ${analysis.input.kind}, ${analysis.inputHash},
-              ${db.json(analysis.result)}, ${analysis.model}, ${analysis.cached})
-      returning id, created_at, analysis_type, input_kind, model, cached, result
+        (id, user_id, analysis_type, input_kind, input_hash, result, model, cached)
+      values (${item.id}, ${userId}, ${item.analysis_type}, ${item.input_kind}, ${inputHash},
+              ${db.json(item.result)}, ${item.model}, ${item.cached})
+      returning id, created_at, cached
     ), activity as (
       insert into public.activities (user_id, kind, detail)
       select ${userId}, 'analysis', jsonb_build_object('analysis_id', id, 'cached', cached)
         from inserted
     )
-    select * from inserted`;
-  return { ...row, created_at: row.created_at.toISOString() };
+    select created_at from inserted`;
+  return { ...item, created_at: row.created_at.toISOString() };
 }
 
 export function createAnalyzeHandler(deps: AnalyzeDeps = { sql, redis }) {
   return defineFunction(
     { name: "analyze", methods: ["POST"], auth: "user", rateLimit: "ai", body: AnalyzeRequest },
-    async ({ caller, body, config, requestId }) => {
+    async ({ caller, profile: { plan }, body, config, requestId }) => {
       requireAi(config);
       const db = deps.sql();
       const model = config.OPENAI_MODEL;
       const ttl = config.AI_CACHE_TTL_SECONDS;
       const request = normalised(body);
       const inputHash = await sha256Hex(canonicalJson(request.input));
+      const shared = request.input.kind === "text" &&
+        (await shareableAnalysisTypes(db)).has(request.analysisType);
+      const owner = shared ? null : caller.id;
       const key = await aiCacheKey({
         prompt: PROMPT_VERSION,
         function: "analyze",
         model,
         analysis_type: request.analysisType,
         input: inputHash,
+        user: owner,
       });
-      const row = { ...request, inputHash, model };
 
       const cached = await readAiCache<AnalysisResult>(deps.redis(), db, key, ttl);
-      if (cached) {
-        const [analysis, usage] = await Promise.all([
-          store(db, caller.id, { ...row, result: cached, cached: true }),
-          currentUsage(db, caller.id),
-        ]);
-        return json({ analysis, cached: true, usage } satisfies AnalyzeResponse);
+      const answered = (result: AnalysisResult) =>
+        analysisItem({ ...request, inputHash, model, result, cached: cached !== null });
+      if (cached && plan.cache_hit_cost === 0) {
+        // A free answer is not stored: nothing a caller can do for free grows a table.
+        const usage = await currentUsage(db, caller.id);
+        return json({ analysis: answered(cached), cached: true, usage } satisfies AnalyzeResponse);
       }
 
-      const usage = await takeUsage(db, caller.id);
-      try {
-        const result = await analyzeWithModel(config, request, requestId);
-        const [analysis] = await Promise.all([
-          store(db, caller.id, { ...row, result, cached: false }),
-          writeAiCache(deps.redis(), db, key, result, model, ttl),
-        ]);
-        return json({ analysis, cached: false, usage } satisfies AnalyzeResponse);
-      } catch (error) {
-        throw await refundAfterFailure(db, caller.id, usage, error, requestId);
+      const charge = await Charge.take(db, caller.id, requestId, cached ? plan.cache_hit_cost : 1);
+      let result = cached;
+      if (!result) {
+        try {
+          result = await analyzeWithModel(config, request, {
+            requestId,
+            maxOutputTokens: plan.max_output_tokens,
+          });
+        } catch (error) {
+          throw await charge.failed(error);
+        }
       }
+      const item = answered(result);
+      const [analysis] = await Promise.all([
+        charge.deliver(() => store(db, caller.id, item, inputHash), () => item),
+        cached ? undefined : writeAiCache(deps.redis(), db, {
+          key,
+          answer: result,
+          model,
+          ttlSeconds: ttl,
+          owner,
+        }),
+      ]);
+      return json(
+        { analysis, cached: cached !== null, usage: charge.usage } satisfies AnalyzeResponse,
+      );
     },
   );
 }

@@ -6,6 +6,7 @@ import {
   PROMPT_VERSION,
   type ReplyStream,
   requireAi,
+  storable,
   streamChatReply,
 } from "../_shared/ai.ts";
 import { aiCacheKey, readAiCache, writeAiCache } from "../_shared/ai-cache.ts";
@@ -21,24 +22,27 @@ import { ApiError } from "../_shared/errors.ts";
 import { errorEnvelope, json } from "../_shared/http.ts";
 import { defineFunction, toApiError } from "../_shared/pipeline.ts";
 import { redis } from "../_shared/redis.ts";
-import { currentUsage, refundAfterFailure, takeUsage, type Usage } from "../_shared/usage.ts";
+import { Charge, currentUsage, type Usage } from "../_shared/usage.ts";
 
 /**
  * `POST chat`: the assistant's reply to a message, stored with the message in `chat_messages`.
  * With `Accept: text/event-stream` the reply streams as server-sent events (see `ChatDelta` in
  * contracts.ts): `delta` events, then `done` with the ChatResponse, or `error` with an envelope.
  *
- * The model sees the conversation's last `CONTEXT_MESSAGES` messages. A `conversation_id` the
- * caller has no messages in, whether it is unknown or another user's, is 404 `not_found`, so
- * nobody can read or extend someone else's conversation or learn that it exists.
+ * The model sees the conversation's newest `CONTEXT_MESSAGES` messages that fit the plan's
+ * `chat_history_chars` beside the new one, and may answer with at most the plan's
+ * `max_output_tokens`. A `conversation_id` the caller has no messages in, whether it is unknown
+ * or another user's, is 404 `not_found`, so nobody can read or extend someone else's
+ * conversation or learn that it exists.
  *
- * Metering is the analyze function's: no provider, 503 before anything; an identical context is
- * answered from the AI response cache with `cached: true` and NOT charged; otherwise one unit is
- * taken (402 when the quota is spent) before the model is called and given back if it fails or
- * times out. Streaming changes none of it: the messages are stored and the unit kept only once
- * the whole reply is in, and a reply that breaks off mid-stream is refunded and ends with an
- * `error` event. A client that hangs up mid-stream has been served part of the reply: the
- * provider is stopped, nothing is stored, and the unit stays spent.
+ * Metering is the analyze function's: no provider, 503 before anything; the same user's
+ * identical context is answered from the AI response cache with `cached: true` at the plan's
+ * `cache_hit_cost` (never from another user's entry); otherwise one unit is taken (402 when the
+ * quota is spent) before the model is called. The `Charge` rule decides refunds: a failure
+ * before any of the reply reached the client gives the unit back; once a piece of it has been
+ * sent (a streamed delta, or the 2xx body), the unit stays spent, whether the stream then breaks
+ * off (an `error` event follows), storing fails (the reply still goes out) or the client hangs
+ * up (the provider is stopped and nothing is stored).
  */
 
 export interface ChatDeps {
@@ -64,18 +68,42 @@ interface MessageRow extends Omit<MessageItem, "created_at"> {
   created_at: Date;
 }
 
+/**
+ * The newest of the earlier turns whose characters, with the new message's, fit `budget`,
+ * oldest first: a long conversation costs the plan's bound, not its length.
+ */
+export function withinBudget(earlier: ChatTurn[], message: string, budget: number): ChatTurn[] {
+  let left = budget - message.length;
+  let start = earlier.length;
+  while (start > 0 && earlier[start - 1].content.length <= left) {
+    start--;
+    left -= earlier[start].content.length;
+  }
+  return earlier.slice(start);
+}
+
+interface Exchange {
+  conversationId: string;
+  message: string;
+  reply: string;
+  model: string;
+  cached: boolean;
+}
+
+/** The reply as answered; also what is answered when it could not be stored. */
+function replyItem(exchange: Exchange): MessageItem {
+  return {
+    id: crypto.randomUUID(),
+    created_at: new Date().toISOString(),
+    conversation_id: exchange.conversationId,
+    role: "assistant",
+    content: exchange.reply,
+    model: exchange.model,
+  };
+}
+
 /** Both messages in one statement; the reply a microsecond after the message, so they sort. */
-async function store(
-  db: Sql,
-  userId: string,
-  exchange: {
-    conversationId: string;
-    message: string;
-    reply: string;
-    model: string;
-    cached: boolean;
-  },
-): Promise<MessageItem> {
+async function store(db: Sql, userId: string, exchange: Exchange): Promise<MessageItem> {
   const [row] = await db<MessageRow[]>`
     with inserted as (
       insert into public.chat_messages (user_id, conversation_id, role, content, model, created_at)
@@ -124,67 +152,94 @@ const wantsEvents = (req: Request) =>
 export function createChatHandler(deps: ChatDeps = { sql, redis }) {
   return defineFunction(
     { name: "chat", methods: ["POST"], auth: "user", rateLimit: "ai", body: ChatRequest },
-    async ({ req, caller, body, config, requestId }) => {
+    async ({ req, caller, profile: { plan }, body, config, requestId }) => {
       requireAi(config);
       const db = deps.sql();
       const model = config.OPENAI_MODEL;
       const ttl = config.AI_CACHE_TTL_SECONDS;
+      const call = { requestId, maxOutputTokens: plan.max_output_tokens };
 
       const conversationId = body.conversation_id ?? crypto.randomUUID();
       const earlier = body.conversation_id ? await history(db, caller.id, conversationId) : [];
       if (body.conversation_id && earlier.length === 0) {
         throw new ApiError("not_found", "no such conversation");
       }
-      const turns: ChatTurn[] = [...earlier, { role: "user", content: body.message }];
+      const turns: ChatTurn[] = [
+        ...withinBudget(earlier, body.message, plan.chat_history_chars),
+        { role: "user", content: body.message },
+      ];
       const key = await aiCacheKey({
         prompt: PROMPT_VERSION,
         function: "chat",
         model,
+        user: caller.id,
         messages: turns.map(({ role, content }) => ({ role, content: content.trim() })),
       });
 
-      const answer = async (reply: string, cached: boolean, usage: Usage) => {
-        const stored = store(db, caller.id, {
-          conversationId,
-          message: body.message,
-          reply,
-          model,
-          cached,
-        });
-        const written = cached ? undefined : writeAiCache(deps.redis(), db, key, reply, model, ttl);
-        const [message] = await Promise.all([stored, written]);
-        return {
-          conversation_id: conversationId,
-          reply: message,
-          cached,
-          usage,
-        } satisfies ChatResponse;
-      };
-
       const cached = await readAiCache<string>(deps.redis(), db, key, ttl);
-      if (cached !== null) {
-        const response = await answer(cached, true, await currentUsage(db, caller.id));
-        if (!wantsEvents(req)) return json(response);
-        return eventStream((async function* (): AsyncGenerator<Event> {
-          yield ["delta", { text: cached }];
-          yield ["done", response];
+      const exchange = (reply: string): Exchange => ({
+        conversationId,
+        message: body.message,
+        reply: storable(reply),
+        model,
+        cached: cached !== null,
+      });
+      const response = (reply: MessageItem, usage: Usage): ChatResponse => ({
+        conversation_id: conversationId,
+        reply,
+        cached: cached !== null,
+        usage,
+      });
+      const replyEvents = (reply: string, done: () => Promise<ChatResponse>) =>
+        eventStream((async function* (): AsyncGenerator<Event> {
+          yield ["delta", { text: reply }];
+          yield ["done", await done()];
         })());
+
+      if (cached !== null && plan.cache_hit_cost === 0) {
+        // A free answer is not stored: nothing a caller can do for free grows a table.
+        const answer = response(replyItem(exchange(cached)), await currentUsage(db, caller.id));
+        return wantsEvents(req) ? replyEvents(cached, () => Promise.resolve(answer)) : json(answer);
       }
 
-      const usage = await takeUsage(db, caller.id);
+      const charge = await Charge.take(db, caller.id, requestId, cached ? plan.cache_hit_cost : 1);
+      /** Delivers a whole reply: stored, cached when fresh, and answered even if storing fails. */
+      const deliver = async (reply: string): Promise<ChatResponse> => {
+        const made = exchange(reply);
+        const [message] = await Promise.all([
+          charge.deliver(() => store(db, caller.id, made), () => replyItem(made)),
+          cached !== null ? undefined : writeAiCache(deps.redis(), db, {
+            key,
+            answer: made.reply,
+            model,
+            ttlSeconds: ttl,
+            owner: caller.id,
+          }),
+        ]);
+        return response(message, charge.usage);
+      };
+
+      if (cached !== null) {
+        charge.delivered();
+        return wantsEvents(req)
+          ? replyEvents(cached, () => deliver(cached))
+          : json(await deliver(cached));
+      }
       if (!wantsEvents(req)) {
+        let reply: string;
         try {
-          return json(await answer(await chatReply(config, turns, requestId), false, usage));
+          reply = await chatReply(config, turns, call);
         } catch (error) {
-          throw await refundAfterFailure(db, caller.id, usage, error, requestId);
+          throw await charge.failed(error);
         }
+        return json(await deliver(reply));
       }
 
       let stream: ReplyStream;
       try {
-        stream = await streamChatReply(config, turns, requestId);
+        stream = await streamChatReply(config, turns, call);
       } catch (error) {
-        throw await refundAfterFailure(db, caller.id, usage, error, requestId);
+        throw await charge.failed(error);
       }
       let hungUp = false;
       async function* events(): AsyncGenerator<Event> {
@@ -192,19 +247,21 @@ export function createChatHandler(deps: ChatDeps = { sql, redis }) {
         try {
           for await (const text of stream) {
             reply += text;
+            charge.delivered();
             yield ["delta", { text }];
           }
           if (hungUp) return;
-          yield ["done", await answer(reply, false, usage)];
+          yield ["done", await deliver(reply)];
         } catch (error) {
           if (hungUp) return;
-          const refunded = await refundAfterFailure(db, caller.id, usage, error, requestId);
-          yield ["error", errorEnvelope(toApiError(refunded, "chat", requestId), requestId)];
+          const answered = await charge.failed(error);
+          yield ["error", errorEnvelope(toApiError(answered, "chat", requestId), requestId)];
         }
       }
       return eventStream(events(), () => {
         hungUp = true;
         stream.cancel();
+        void charge.failed(new Error("the client hung up"));
       });
     },
   );

@@ -78,6 +78,12 @@ async function deleteAccount(deps: ProfileDeps, userId: string): Promise<void> {
           ${tx.json({ user_id: userId, ...account })},
           p_idempotency_key => ${`stripe.cancel_subscription:${account.subscription_id}`})`;
     }
+    // The account's AI-cache rows go by cascade below; their Redis copies need the keys.
+    await tx`
+      select public.enqueue_job('ai_cache.forget', jsonb_build_object('keys', jsonb_agg(key)))
+        from public.ai_response_cache
+       where user_id = ${userId}
+      having count(*) > 0`;
     await tx`delete from auth.users where id = ${userId}`;
     return true;
   });

@@ -11,6 +11,7 @@ import { asUser, type Sql, sql, type Tx } from "../_shared/db.ts";
 import { ApiError } from "../_shared/errors.ts";
 import { json } from "../_shared/http.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
+import { planJson } from "../_shared/profile-cache.ts";
 
 /**
  * `GET sync?since=<cursor>`: what changed for the caller since the cursor (their analyses and
@@ -59,10 +60,7 @@ async function readState(db: Sql, userId: string): Promise<State | null> {
   const [state] = await db<State[]>`
     select json_build_object(
               'id', p.id,
-              'plan', json_build_object(
-                'id', pl.id, 'name', pl.name, 'monthly_quota', pl.monthly_quota,
-                'ai_per_minute', pl.ai_per_minute, 'general_per_minute', pl.general_per_minute,
-                'upload_per_minute', pl.upload_per_minute),
+              'plan', ${planJson(db)},
               'settings', p.settings,
               'subscription_status', p.subscription_status) as profile,
             u.used, u.quota, u.remaining, u.period_resets_at,

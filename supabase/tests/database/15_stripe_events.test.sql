@@ -7,7 +7,7 @@ select plan(12);
 select has_table('public', 'stripe_events', 'public.stripe_events exists');
 select col_is_pk('public', 'stripe_events', 'id', 'events are keyed by the Stripe event id');
 select columns_are('public', 'stripe_events', array[
-  'id', 'type', 'created', 'payload', 'received_at', 'processed_at', 'last_error'
+  'id', 'type', 'created', 'payload', 'received_at', 'processed_at', 'last_error', 'redacted_at'
 ], 'stripe_events has exactly the expected columns');
 select col_type_is('public', 'stripe_events', 'created', 'timestamp with time zone', 'created is a timestamptz');
 select ok(

@@ -13,7 +13,7 @@ insert into service_functions values
   ('public.rate_limit_hit(text,integer,integer)'),
   ('public.purge_rate_limit_hits()'),
   ('public.ai_cache_get(text)'),
-  ('public.ai_cache_put(text,jsonb,text,integer)'),
+  ('public.ai_cache_put(text,jsonb,text,integer,uuid)'),
   ('public.purge_ai_response_cache()'),
   ('public.enqueue_job(text,jsonb,timestamptz,integer,text,integer)'),
   ('public.claim_jobs(text,integer,integer,text[])'),

@@ -1,4 +1,5 @@
 import type { Config } from "../config.ts";
+import { forgetAiCache } from "./ai-cache-forget.ts";
 import type { JobHandler } from "./job.ts";
 import { cleanUpExpiredData } from "./maintenance-cleanup.ts";
 import { refreshStatistics } from "./statistics-refresh.ts";
@@ -8,6 +9,7 @@ import { reconcileSubscriptions } from "./stripe-reconcile.ts";
 
 /** Every job type the worker runs, by the `type` it is enqueued with. */
 export const JOB_HANDLERS: Readonly<Record<string, JobHandler>> = {
+  "ai_cache.forget": forgetAiCache,
   "stripe.apply_event": applyStripeEvent,
   "stripe.cancel_subscription": cancelSubscription,
   "stripe.reconcile": reconcileSubscriptions,
