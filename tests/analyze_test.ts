@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { waitFor } from "../local/process.ts";
 import { AnalyzeResponse, ErrorEnvelope } from "../supabase/functions/_shared/contracts.ts";
-import { startOpenAiServer } from "./openai_server.ts";
+import { modelStack } from "./ai_support.ts";
 import {
   appClient,
   atStartOfWindow,
@@ -22,15 +22,8 @@ import {
  * earlier run left in the AI response cache.
  */
 
-const API_KEY = `sk-test-${crypto.randomUUID()}`;
-const server = startOpenAiServer(API_KEY);
-const logs: string[] = [];
-const gateway = await functionsGateway({
-  OPENAI_BASE_URL: `${server.url}/v1`,
-  OPENAI_API_KEY: API_KEY,
-  OPENAI_TIMEOUT_MS: "1000",
-  OPENAI_MAX_RETRIES: "1",
-}, (line) => logs.push(line));
+const { server, apiKey: API_KEY, gateway, logs, analyze, whileModel: whileServer } =
+  await modelStack();
 const sql = database();
 
 const textRequest = (text = `Is this clear? ${crypto.randomUUID()}`) => ({
@@ -38,28 +31,10 @@ const textRequest = (text = `Is this clear? ${crypto.randomUUID()}`) => ({
   input: { kind: "text", text },
 });
 
-async function analyze(
-  token: string | undefined,
-  body: Record<string, unknown>,
-  url = gateway.url,
-) {
-  return await invoke(appClient(token, url), "analyze", { body });
-}
-
 async function analysesOf(userId: string) {
   return await sql<{ id: string; cached: boolean; input_hash: string; result: unknown }[]>`
     select id, cached, input_hash, result from public.analyses
      where user_id = ${userId} order by created_at`;
-}
-
-/** Runs `work` with the test server answering as `behaviour`, then puts it back. */
-async function whileServer(behaviour: typeof server.behaviour, work: () => Promise<void>) {
-  server.behaviour = behaviour;
-  try {
-    await work();
-  } finally {
-    server.behaviour = "answer";
-  }
 }
 
 stackTest(

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { waitFor } from "../local/process.ts";
 import { ChatResponse, ErrorEnvelope } from "../supabase/functions/_shared/contracts.ts";
-import { replyTo, startOpenAiServer } from "./openai_server.ts";
+import { fresh, modelStack } from "./ai_support.ts";
+import { replyTo } from "./openai_server.ts";
 import {
   appClient,
   atStartOfWindow,
@@ -19,62 +20,17 @@ import {
  * answered from what an earlier run left in the AI response cache.
  */
 
-const API_KEY = `sk-test-${crypto.randomUUID()}`;
-const server = startOpenAiServer(API_KEY);
-const logs: string[] = [];
-const gateway = await functionsGateway({
-  OPENAI_BASE_URL: `${server.url}/v1`,
-  OPENAI_API_KEY: API_KEY,
-  OPENAI_TIMEOUT_MS: "1000",
-  OPENAI_MAX_RETRIES: "1",
-}, (line) => logs.push(line));
+const { server, apiKey: API_KEY, gateway, logs, chat, chatStream, whileModel: whileServer } =
+  await modelStack();
 const sql = database();
 
-const freshMessage = (text = "Hello there") => `${text} ${crypto.randomUUID()}`;
-
-async function chat(token: string | undefined, body: Record<string, unknown>, url = gateway.url) {
-  return await invoke(appClient(token, url), "chat", { body });
-}
-
-interface Event {
-  event: string;
-  // deno-lint-ignore no-explicit-any
-  data: any;
-}
-
-/** `chat` with `Accept: text/event-stream`: the HTTP status and every event, in order. */
-async function chatStream(token: string, body: Record<string, unknown>) {
-  const answer = await invoke(appClient(token, gateway.url), "chat", {
-    body,
-    headers: { Accept: "text/event-stream" },
-  });
-  if (answer.status !== 200) return { ...answer, events: [] as Event[] };
-  const response = answer.body as Response;
-  assert.match(response.headers.get("content-type") ?? "", /^text\/event-stream/);
-  const events = (await response.text()).split("\n\n").filter((block) => block.trim()).map(
-    (block) => {
-      const field = (name: string) =>
-        block.split("\n").find((line) => line.startsWith(`${name}: `))!.slice(name.length + 2);
-      return { event: field("event"), data: JSON.parse(field("data")) };
-    },
-  );
-  return { ...answer, events };
-}
+const freshMessage = fresh;
 
 async function messagesOf(userId: string) {
   const rows = await sql<{ conversation_id: string; role: string; content: string }[]>`
     select conversation_id, role, content from public.chat_messages
      where user_id = ${userId} order by created_at, id`;
   return [...rows];
-}
-
-async function whileServer(behaviour: typeof server.behaviour, work: () => Promise<void>) {
-  server.behaviour = behaviour;
-  try {
-    await work();
-  } finally {
-    server.behaviour = "answer";
-  }
 }
 
 stackTest(
