@@ -42,6 +42,9 @@ stackTest(
       ai_per_minute: 20,
       general_per_minute: 200,
       upload_per_minute: 20,
+      max_output_tokens: 800,
+      chat_history_chars: 24000,
+      cache_hit_cost: 1,
     });
     assert.deepEqual(profile.settings, {});
     assert.equal(profile.subscription_status, null);
