@@ -65,7 +65,7 @@ function successUrl(c: Config): string {
  * open session for this plan is answered again instead of a new one. Otherwise answers the
  * customer's newest session of any status, which keys the new one.
  */
-async function openCheckout(
+async function priorCheckout(
   client: Stripe,
   customer: string,
   plan: string,
@@ -118,8 +118,8 @@ async function checkout(
   }
   try {
     const customer = await ensureCustomer(db, client, caller);
-    const opened = await openCheckout(client, customer, plan);
-    if ("reuse" in opened) return opened.reuse;
+    const prior = await priorCheckout(client, customer, plan);
+    if ("reuse" in prior) return prior.reuse;
     const session = await client.checkout.sessions.create({
       mode: "subscription",
       customer,
@@ -133,7 +133,7 @@ async function checkout(
       // A double tap lists the same newest session, so Stripe makes one session for both (it
       // answers a repeated key with the first response); once that session has ended, the next
       // checkout lists it as the newest and gets a fresh key.
-      idempotencyKey: `checkout:${caller.id}:${plan}:${opened.newest ?? "first"}`,
+      idempotencyKey: `checkout:${caller.id}:${plan}:${prior.newest ?? "first"}`,
     });
     if (!session.url) throw new Error(`checkout session ${session.id} has no URL`);
     return { url: session.url };
