@@ -51,7 +51,7 @@ billingTest("a user's Stripe customer is created once and kept on the profile", 
   const user = await createUser("customer");
   assert.equal((await billing(b.url, user, { action: "checkout", plan: "pro" })).status, 200);
   assert.equal((await billing(b.url, user, { action: "portal" })).status, 200);
-  assert.equal((await billing(b.url, user, { action: "checkout", plan: "team" })).status, 200);
+  assert.equal((await billing(b.url, user, { action: "checkout", plan: "pro" })).status, 200);
 
   const customers = b.stripe.customers().filter((c) =>
     (c.metadata as Record<string, string>).user_id === user.id

@@ -256,30 +256,34 @@ stackTest(
   },
 );
 
-stackTest("DELETE profile of a subscriber enqueues the Stripe cancellation job once", async () => {
-  const user = await createUser("profile-subscriber");
-  const subscription = `sub_${crypto.randomUUID().replaceAll("-", "")}`;
-  const customer = `cus_${crypto.randomUUID().replaceAll("-", "")}`;
-  const sql = database();
-  try {
-    await sql`update public.profiles
-                 set stripe_customer_id = ${customer}, stripe_subscription_id = ${subscription},
-                     subscription_status = 'active'
-               where id = ${user.id}`;
-    const { status } = await invoke(as(user), "profile", { method: "DELETE" });
-    assert.equal(status, 200);
+stackTest(
+  "DELETE profile of a Stripe customer closes the customer once, subscription known or not",
+  async () => {
+    const user = await createUser("profile-customer");
+    const customer = `cus_${crypto.randomUUID().replaceAll("-", "")}`;
+    const sql = database();
+    try {
+      // A customer whose checkout is still open: no subscription on the profile yet.
+      await sql`update public.profiles set stripe_customer_id = ${customer} where id = ${user.id}`;
+      const { status } = await invoke(as(user), "profile", { method: "DELETE" });
+      assert.equal(status, 200);
 
-    const jobs = await sql<{ type: string; payload: unknown; idempotency_key: string }[]>`
-      select type, payload, idempotency_key from public.background_jobs
-       where payload ->> 'user_id' = ${user.id}`;
-    assert.deepEqual([...jobs], [{
-      type: "stripe.cancel_subscription",
-      payload: { user_id: user.id, subscription_id: subscription, customer_id: customer },
-      idempotency_key: `stripe.cancel_subscription:${subscription}`,
-    }]);
-    // No Stripe here to run it against; the job worker's own tests cover what it does.
-    await sql`delete from public.background_jobs where payload ->> 'user_id' = ${user.id}`;
-  } finally {
-    await sql.end();
-  }
-});
+      const jobs = await sql<{ type: string; payload: unknown; idempotency_key: string }[]>`
+        select type, payload, idempotency_key from public.background_jobs
+         where payload ->> 'customer_id' = ${customer}`;
+      assert.deepEqual([...jobs], [{
+        type: "stripe.close_customer",
+        payload: { customer_id: customer },
+        idempotency_key: `stripe.close_customer:${customer}`,
+      }]);
+      const closed = await sql`
+        select 1 from public.closed_stripe_customers where customer_id = ${customer}`;
+      assert.equal(closed.length, 1);
+      // No Stripe here to run it against; account_deletion_billing_test covers what it does.
+      await sql`delete from public.background_jobs where payload ->> 'customer_id' = ${customer}`;
+      await sql`delete from public.closed_stripe_customers where customer_id = ${customer}`;
+    } finally {
+      await sql.end();
+    }
+  },
+);

@@ -2,12 +2,14 @@ import Stripe from "stripe";
 
 /**
  * A local Stripe-API-compatible server for the tests: the part of the API the functions call
- * through the `stripe` SDK (customers, Checkout and Customer Portal sessions, subscriptions),
- * form-encoded requests as the SDK sends them, Stripe's error shapes, and `Idempotency-Key`
+ * through the `stripe` SDK (customers, Checkout sessions with their expiry, Customer Portal
+ * sessions, subscriptions, invoice payments, refunds), form-encoded requests as the SDK sends
+ * them, Stripe's error shapes, lists as Stripe pages them (newest first, `limit`,
+ * `starting_after`, `has_more`, so the SDK's auto-pagination works), and `Idempotency-Key`
  * honoured as Stripe does (the same key gets the first response again). Tests set the state
- * Stripe would hold (a subscription's status and price), count calls, slow a route down, or make
- * every request fail as if Stripe were down. It also builds events as Stripe sends them and signs
- * them with the SDK's own test helper.
+ * Stripe would hold (a subscription's status and price, a session the customer paid), count
+ * calls, slow a route down, or make every request fail as if Stripe were down. It also builds
+ * events as Stripe sends them and signs them with the SDK's own test helper.
  */
 
 export const TEST_SECRET_KEY = "sk_test_local";
@@ -23,6 +25,15 @@ export interface SubscriptionSetup {
   /** Seconds since the epoch; 30 days from now unless given. */
   currentPeriodEnd?: number;
   cancelAtPeriodEnd?: boolean;
+}
+
+export interface CheckoutSetup {
+  customer: string;
+  price: string;
+  /** The `metadata.plan` the billing function sets on its sessions. */
+  plan?: string;
+  /** Seconds since the epoch; now unless given. */
+  created?: number;
 }
 
 interface Reply {
@@ -45,7 +56,18 @@ export interface StripeServer {
   /** A customer as if created earlier through the API; returns its id. */
   addCustomer(email?: string): string;
   checkoutSessions(): Json[];
+  checkoutSession(id: string): Json;
+  /** A Checkout session as if created earlier through the API; returns it. */
+  addCheckoutSession(setup: CheckoutSetup): Json;
+  /**
+   * What Stripe does when the customer pays an open subscription-mode session: the session is
+   * complete, and a subscription exists whose latest invoice is paid by a payment intent.
+   */
+  completeCheckout(sessionId: string): { session: Json; subscription: TestSubscription };
+  /** What Stripe does to an open session at its `expires_at`. */
+  expireCheckoutSession(sessionId: string): void;
   portalSessions(): Json[];
+  refunds(): Json[];
   addSubscription(setup: SubscriptionSetup): TestSubscription;
   updateSubscription(
     id: string,
@@ -89,8 +111,12 @@ const missing = (what: string, id: string) =>
 export function startStripeServer(): StripeServer {
   const customers = new Map<string, Json>();
   const subscriptions = new Map<string, TestSubscription>();
-  const checkoutSessions: Json[] = [];
+  const checkoutSessions = new Map<string, Json>();
   const portalSessions: Json[] = [];
+  const invoicePayments: Json[] = [];
+  const charges = new Map<string, Json & { amount: number; amount_refunded: number }>();
+  const paymentIntents = new Map<string, Json>();
+  const refunds: Json[] = [];
   const idempotent = new Map<string, { fingerprint: string; reply: Promise<Reply> }>();
   const counts = new Map<string, number>();
   const delays = new Map<string, number>();
@@ -110,9 +136,156 @@ export function startStripeServer(): StripeServer {
     return customer;
   }
 
+  /** A page of `items` (newest first) as Stripe lists them. */
+  function list(path: string, items: Json[], params: Json): Reply {
+    const limit = params.limit === undefined ? 10 : Number(params.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
+      return error(400, "invalid_request_error", "Invalid limit: must be between 1 and 100");
+    }
+    let start = 0;
+    if (params.starting_after !== undefined) {
+      const at = items.findIndex((item) => item.id === params.starting_after);
+      if (at < 0) return missing("object", String(params.starting_after));
+      start = at + 1;
+    }
+    const data = items.slice(start, start + limit);
+    return {
+      status: 200,
+      body: { object: "list", data, has_more: start + limit < items.length, url: path },
+    };
+  }
+
+  function createCheckoutSession(params: Json, created = now()): Json {
+    const sessionId = randomId("cs_test");
+    const session = {
+      id: sessionId,
+      object: "checkout.session",
+      mode: params.mode,
+      customer: params.customer,
+      client_reference_id: params.client_reference_id ?? null,
+      metadata: params.metadata ?? {},
+      line_items: params.line_items,
+      subscription_data: params.subscription_data,
+      success_url: params.success_url,
+      cancel_url: params.cancel_url,
+      created,
+      expires_at: created + 86400,
+      status: "open",
+      payment_status: "unpaid",
+      subscription: null,
+      url: `https://checkout.stripe.test/c/pay/${sessionId}`,
+    };
+    checkoutSessions.set(sessionId, session);
+    return session;
+  }
+
+  function expire(id: string): Reply {
+    const session = checkoutSessions.get(id);
+    if (!session) return missing("checkout.session", id);
+    if (session.status !== "open") {
+      return error(
+        400,
+        "invalid_request_error",
+        `Only Checkout Sessions with a status of \`open\` can be expired; this one is ${session.status}.`,
+      );
+    }
+    session.status = "expired";
+    // Stripe only shows the URL of a session that can still be paid.
+    session.url = null;
+    return { status: 200, body: session };
+  }
+
+  function refund(params: Json): Reply {
+    const intent = params.payment_intent === undefined
+      ? undefined
+      : paymentIntents.get(String(params.payment_intent));
+    if (params.payment_intent !== undefined && !intent) {
+      return missing("payment_intent", String(params.payment_intent));
+    }
+    const chargeId = intent ? String(intent.latest_charge) : params.charge;
+    if (chargeId === undefined) {
+      return error(
+        400,
+        "invalid_request_error",
+        "You must pass either a charge or a payment_intent.",
+      );
+    }
+    const charge = charges.get(String(chargeId));
+    if (!charge) return missing("charge", String(chargeId));
+    const left = charge.amount - charge.amount_refunded;
+    if (left <= 0) {
+      return error(
+        400,
+        "invalid_request_error",
+        `Charge ${charge.id} has already been refunded.`,
+        "charge_already_refunded",
+      );
+    }
+    const amount = params.amount === undefined ? left : Number(params.amount);
+    charge.amount_refunded += amount;
+    charge.refunded = charge.amount_refunded === charge.amount;
+    const created = {
+      id: randomId("re"),
+      object: "refund",
+      amount,
+      charge: charge.id,
+      payment_intent: charge.payment_intent,
+      currency: charge.currency,
+      metadata: params.metadata ?? {},
+      reason: params.reason ?? null,
+      status: "succeeded",
+      created: now(),
+    };
+    refunds.push(created);
+    return { status: 200, body: created };
+  }
+
+  /** The paid first invoice of a subscription started through Checkout; returns its id. */
+  function payFirstInvoice(customer: string, subscriptionId: string, amount: number): string {
+    const invoiceId = randomId("in");
+    const intentId = randomId("pi");
+    const chargeId = randomId("ch");
+    charges.set(chargeId, {
+      id: chargeId,
+      object: "charge",
+      amount,
+      amount_refunded: 0,
+      refunded: false,
+      currency: "usd",
+      customer,
+      payment_intent: intentId,
+    });
+    paymentIntents.set(intentId, {
+      id: intentId,
+      object: "payment_intent",
+      amount,
+      amount_received: amount,
+      currency: "usd",
+      customer,
+      status: "succeeded",
+      latest_charge: chargeId,
+    });
+    invoicePayments.push({
+      id: randomId("inpay"),
+      object: "invoice_payment",
+      amount_paid: amount,
+      amount_requested: amount,
+      created: now(),
+      currency: "usd",
+      invoice: invoiceId,
+      is_default: true,
+      livemode: false,
+      payment: { type: "payment_intent", payment_intent: intentId },
+      status: "paid",
+      status_transitions: { canceled_at: null, paid_at: now() },
+      subscription: subscriptionId,
+    });
+    return invoiceId;
+  }
+
   function subscriptionObject(
     id: string,
-    setup: SubscriptionSetup & { created: number },
+    setup: SubscriptionSetup & { created: number; latestInvoice?: string | null },
   ): TestSubscription {
     const periodEnd = setup.currentPeriodEnd ?? now() + 30 * 86400;
     return {
@@ -124,6 +297,7 @@ export function startStripeServer(): StripeServer {
       canceled_at: null,
       ended_at: null,
       created: setup.created,
+      latest_invoice: setup.latestInvoice ?? null,
       livemode: false,
       metadata: {},
       items: {
@@ -166,25 +340,28 @@ export function startStripeServer(): StripeServer {
       if (!customers.has(String(params.customer))) {
         return missing("customer", String(params.customer));
       }
-      const sessionId = randomId("cs_test");
-      const session = {
-        id: sessionId,
-        object: "checkout.session",
-        mode: params.mode,
-        customer: params.customer,
-        client_reference_id: params.client_reference_id ?? null,
-        metadata: params.metadata ?? {},
-        line_items: params.line_items,
-        subscription_data: params.subscription_data,
-        success_url: params.success_url,
-        cancel_url: params.cancel_url,
-        status: "open",
-        subscription: null,
-        url: `https://checkout.stripe.test/c/pay/${sessionId}`,
-      };
-      checkoutSessions.push(session);
-      return { status: 200, body: session };
+      return { status: 200, body: createCheckoutSession(params) };
     }
+    if (method === "GET" && path === "/v1/checkout/sessions") {
+      const customer = params.customer === undefined ? undefined : String(params.customer);
+      const sessions = [...checkoutSessions.values()].reverse()
+        .filter((session) => customer === undefined || session.customer === customer)
+        .filter((session) => params.status === undefined || session.status === params.status);
+      return list(path, sessions, params);
+    }
+    const checkout = path.match(/^\/v1\/checkout\/sessions\/([^/]+)(\/expire)?$/);
+    if (checkout && method === "GET" && !checkout[2]) {
+      const session = checkoutSessions.get(checkout[1]);
+      return session ? { status: 200, body: session } : missing("checkout.session", checkout[1]);
+    }
+    if (checkout && method === "POST" && checkout[2]) return expire(checkout[1]);
+    if (method === "GET" && path === "/v1/invoice_payments") {
+      const payments = [...invoicePayments].reverse()
+        .filter((payment) => params.invoice === undefined || payment.invoice === params.invoice)
+        .filter((payment) => params.status === undefined || payment.status === params.status);
+      return list(path, payments, params);
+    }
+    if (method === "POST" && path === "/v1/refunds") return refund(params);
     if (method === "POST" && path === "/v1/billing_portal/sessions") {
       if (!customers.has(String(params.customer))) {
         return missing("customer", String(params.customer));
@@ -210,7 +387,7 @@ export function startStripeServer(): StripeServer {
     if (method === "GET" && path === "/v1/subscriptions") {
       const customer = String(params.customer ?? "");
       if (customer && !customers.has(customer)) return missing("customer", customer);
-      const data = [...subscriptions.values()]
+      const data = [...subscriptions.values()].reverse()
         .filter((sub) => !customer || sub.customer === customer)
         .filter((sub) =>
           params.status === "all"
@@ -218,12 +395,8 @@ export function startStripeServer(): StripeServer {
             : params.status
             ? sub.status === params.status
             : sub.status !== "canceled"
-        )
-        .sort((a, b) => Number(b.created) - Number(a.created));
-      return {
-        status: 200,
-        body: { object: "list", data, has_more: false, url: "/v1/subscriptions" },
-      };
+        );
+      return list(path, data, params);
     }
     return error(404, "invalid_request_error", `Unrecognized request URL (${method}: ${path})`);
   }
@@ -300,8 +473,46 @@ export function startStripeServer(): StripeServer {
     calls: (routeKey) => counts.get(routeKey) ?? 0,
     customers: () => [...customers.values()],
     addCustomer: (email) => String(createCustomer(email, {}).id),
-    checkoutSessions: () => [...checkoutSessions],
+    checkoutSessions: () => structuredClone([...checkoutSessions.values()]),
+    checkoutSession(id) {
+      const session = checkoutSessions.get(id);
+      if (!session) throw new Error(`no checkout session ${id}`);
+      return structuredClone(session);
+    },
+    addCheckoutSession(setup) {
+      return structuredClone(createCheckoutSession({
+        mode: "subscription",
+        customer: setup.customer,
+        line_items: [{ price: setup.price, quantity: "1" }],
+        metadata: setup.plan === undefined ? {} : { plan: setup.plan },
+      }, setup.created));
+    },
+    completeCheckout(sessionId) {
+      const session = checkoutSessions.get(sessionId);
+      if (!session) throw new Error(`no checkout session ${sessionId}`);
+      if (session.status !== "open") {
+        throw new Error(`checkout session ${sessionId} is ${session.status}`);
+      }
+      const customer = String(session.customer);
+      const price = String((session.line_items as Json[])[0].price);
+      const id = randomId("sub");
+      const latestInvoice = payFirstInvoice(customer, id, 1_000);
+      const subscription = subscriptionObject(id, {
+        customer,
+        price,
+        created: now(),
+        latestInvoice,
+      });
+      subscriptions.set(id, subscription);
+      Object.assign(session, { status: "complete", payment_status: "paid", subscription: id });
+      return { session: structuredClone(session), subscription: structuredClone(subscription) };
+    },
+    expireCheckoutSession(sessionId) {
+      const reply = expire(sessionId);
+      if (reply.status !== 200) throw new Error(JSON.stringify(reply.body));
+    },
     portalSessions: () => [...portalSessions],
+    refunds: () => structuredClone(refunds),
     addSubscription(setup) {
       const id = randomId("sub");
       const sub = subscriptionObject(id, { ...setup, created: now() });
@@ -319,6 +530,7 @@ export function startStripeServer(): StripeServer {
         currentPeriodEnd: changes.currentPeriodEnd ?? Number(item.current_period_end),
         cancelAtPeriodEnd: changes.cancelAtPeriodEnd ?? Boolean(current.cancel_at_period_end),
         created: Number(current.created),
+        latestInvoice: current.latest_invoice as string | null,
       });
       subscriptions.set(id, next);
       return structuredClone(next);

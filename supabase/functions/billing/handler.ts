@@ -19,10 +19,10 @@ export interface BillingDeps {
 }
 
 /**
- * A double tap within this window gets the same Checkout session (Stripe answers a repeated
- * idempotency key with the first response); a later tap gets a fresh one.
+ * Subscription statuses that entitle to a plan (as in apply_stripe_subscription_state): while the
+ * customer has one, a second subscription would bill twice.
  */
-const CHECKOUT_KEY_WINDOW_MS = 10 * 60_000;
+const ENTITLING_STATUSES = new Set(["active", "trialing", "past_due"]);
 
 interface Caller {
   id: string;
@@ -58,6 +58,41 @@ function successUrl(c: Config): string {
   return `${c.BILLING_SUCCESS_URL}${separator}session_id={CHECKOUT_SESSION_ID}`;
 }
 
+/**
+ * Refuses a checkout that could make the user pay twice, reading Stripe itself (the profile's
+ * subscription status lags behind the webhook): 409 while a subscription entitles them to a
+ * plan, or while a Checkout session for another plan is open (its URL in `checkout_url`). An
+ * open session for this plan is answered again instead of a new one. Otherwise answers the
+ * customer's newest session of any status, which keys the new one.
+ */
+async function priorCheckout(
+  client: Stripe,
+  customer: string,
+  plan: string,
+): Promise<{ reuse: BillingResponse } | { newest: string | null }> {
+  for await (const sub of client.subscriptions.list({ customer, limit: 100 })) {
+    if (ENTITLING_STATUSES.has(sub.status)) {
+      throw new ApiError(
+        "conflict",
+        "you already have a subscription; change plans in the customer portal",
+      );
+    }
+  }
+  // Newest first. At most one session is open at a time (this rule) and a session lives at most
+  // a day, so any open one is among the newest.
+  const { data: sessions } = await client.checkout.sessions.list({ customer, limit: 100 });
+  const open = sessions.find((session) => session.status === "open");
+  if (open?.url && open.metadata?.plan === plan) return { reuse: { url: open.url } };
+  if (open) {
+    throw new ApiError(
+      "conflict",
+      "a checkout for another plan is open; finish or cancel it first",
+      { checkout_url: open.url },
+    );
+  }
+  return { newest: sessions[0]?.id ?? null };
+}
+
 async function checkout(
   db: Sql,
   client: Stripe,
@@ -83,7 +118,8 @@ async function checkout(
   }
   try {
     const customer = await ensureCustomer(db, client, caller);
-    const window = Math.floor(Date.now() / CHECKOUT_KEY_WINDOW_MS);
+    const prior = await priorCheckout(client, customer, plan);
+    if ("reuse" in prior) return prior.reuse;
     const session = await client.checkout.sessions.create({
       mode: "subscription",
       customer,
@@ -93,7 +129,12 @@ async function checkout(
       subscription_data: { metadata: { user_id: caller.id, plan } },
       success_url: successUrl(c),
       cancel_url: c.BILLING_CANCEL_URL,
-    }, { idempotencyKey: `checkout:${caller.id}:${plan}:${window}` });
+    }, {
+      // A double tap lists the same newest session, so Stripe makes one session for both (it
+      // answers a repeated key with the first response); once that session has ended, the next
+      // checkout lists it as the newest and gets a fresh key.
+      idempotencyKey: `checkout:${caller.id}:${plan}:${prior.newest ?? "first"}`,
+    });
     if (!session.url) throw new Error(`checkout session ${session.id} has no URL`);
     return { url: session.url };
   } catch (error) {

@@ -23,9 +23,10 @@ import { redis } from "../_shared/redis.ts";
  *           refused by the schema. The cache is refreshed before answering, so the next read
  *           sees the change.
  *   DELETE  the account and everything that belongs to it (every table cascades from
- *           auth.users). A Stripe subscription is cancelled by a background job enqueued in the
- *           same transaction, so no account is ever gone without its cancellation queued, and
- *           the cache keeps a tombstone, so the caller's still-valid token is refused from then on.
+ *           auth.users). The Stripe customer is closed in the same transaction (its
+ *           subscriptions canceled and open Checkout sessions expired by a background job), so
+ *           no account is ever gone while it can still be billed, and the cache keeps a
+ *           tombstone, so the caller's still-valid token is refused from then on.
  */
 
 export interface ProfileDeps {
@@ -65,18 +66,16 @@ async function updateSettings(
 async function deleteAccount(deps: ProfileDeps, userId: string): Promise<void> {
   const deleted = await deps.sql().begin(async (tx) => {
     // Locked, so no subscription can be attached to the account between this read and the end.
-    const [account] = await tx<{ customer_id: string | null; subscription_id: string | null }[]>`
-      select stripe_customer_id as customer_id, stripe_subscription_id as subscription_id
+    const [account] = await tx<{ customer_id: string | null }[]>`
+      select stripe_customer_id as customer_id
         from public.profiles
        where id = ${userId}
          for update`;
     if (!account) return false;
-    if (account.subscription_id) {
-      await tx`
-        select public.enqueue_job(
-          'stripe.cancel_subscription',
-          ${tx.json({ user_id: userId, ...account })},
-          p_idempotency_key => ${`stripe.cancel_subscription:${account.subscription_id}`})`;
+    // Whether or not a subscription is known yet: a Checkout session may still be open, or a
+    // completed one's events not applied.
+    if (account.customer_id) {
+      await tx`select public.close_stripe_customer(${account.customer_id})`;
     }
     // The account's AI-cache rows go by cascade below; their Redis copies need the keys.
     await tx`

@@ -4,14 +4,16 @@ import type { JobHandler } from "./job.ts";
 import { cleanUpExpiredData } from "./maintenance-cleanup.ts";
 import { refreshStatistics } from "./statistics-refresh.ts";
 import { applyStripeEvent } from "./stripe-apply-event.ts";
-import { cancelSubscription } from "./stripe-cancel-subscription.ts";
+import { closeCustomer } from "./stripe-close-customer.ts";
 import { reconcileSubscriptions } from "./stripe-reconcile.ts";
 
 /** Every job type the worker runs, by the `type` it is enqueued with. */
 export const JOB_HANDLERS: Readonly<Record<string, JobHandler>> = {
   "ai_cache.forget": forgetAiCache,
   "stripe.apply_event": applyStripeEvent,
-  "stripe.cancel_subscription": cancelSubscription,
+  "stripe.close_customer": closeCustomer,
+  // What earlier deployments queued on deletion; jobs of that type may still be waiting.
+  "stripe.cancel_subscription": closeCustomer,
   "stripe.reconcile": reconcileSubscriptions,
   "statistics.refresh": refreshStatistics,
   "maintenance.cleanup": cleanUpExpiredData,

@@ -9,6 +9,7 @@ import {
 } from "../subscription-state.ts";
 import type { Stripe } from "../stripe.ts";
 import type { JobHandler } from "./job.ts";
+import { closeStartedSubscription } from "./stripe-close-customer.ts";
 
 /**
  * `stripe.apply_event` {event_id}: applies one recorded webhook event (public.stripe_events) to
@@ -18,6 +19,9 @@ import type { JobHandler } from "./job.ts";
  * applied unless a newer state is stored, and on a same-second tie the subscription is read from
  * Stripe instead. Checkout and invoice events carry no subscription state of their own: they are
  * a reason to read the subscription from Stripe.
+ *
+ * A subscription started (checkout completed, subscription created) by a customer of no profile
+ * is, when that customer's account was deleted, canceled and refunded (`closeStartedSubscription`).
  */
 
 /** The event types the webhook records; Stripe's endpoint should send exactly these. */
@@ -49,6 +53,12 @@ const CheckoutSession = z.object({
   subscription: Reference.nullish(),
 });
 
+/** The subscription a completed Checkout session started, if it started one. */
+function subscriptionOfCheckout(object: unknown): string | null {
+  const session = CheckoutSession.parse(object);
+  return session.mode === "subscription" ? session.subscription ?? null : null;
+}
+
 const Invoice = z.object({
   parent: z.object({
     subscription_details: z.object({ subscription: Reference }).nullish(),
@@ -56,6 +66,18 @@ const Invoice = z.object({
   // Where endpoints pinned to an API version before 2025-03-31 still send it.
   subscription: Reference.nullish(),
 });
+
+/** The subscription an event says was started, or null for any other event. */
+function startedSubscription(event: RecordedEvent): string | null {
+  switch (event.type) {
+    case "customer.subscription.created":
+      return subscriptionStateOf(event.data.object).id;
+    case "checkout.session.completed":
+      return subscriptionOfCheckout(event.data.object);
+    default:
+      return null;
+  }
+}
 
 /** What applying the event did, or null when it concerns no subscription (a one-off payment). */
 async function apply(
@@ -77,10 +99,8 @@ async function apply(
       return applied.outcome === "tie" ? await read(state.id) : applied;
     }
     case "checkout.session.completed": {
-      const session = CheckoutSession.parse(event.data.object);
-      return session.mode === "subscription" && session.subscription
-        ? await read(session.subscription)
-        : null;
+      const subscription = subscriptionOfCheckout(event.data.object);
+      return subscription ? await read(subscription) : null;
     }
     case "invoice.paid":
     case "invoice.payment_failed": {
@@ -102,8 +122,13 @@ export const applyStripeEvent: JobHandler = {
     if (row.processed_at) return;
     const event = RecordedEvent.parse(row.payload);
     let applied: Applied | null;
+    let closedCustomer = false;
     try {
       applied = await apply(event, ctx);
+      const started = startedSubscription(event);
+      if (applied?.outcome === "unknown_customer" && started) {
+        closedCustomer = await closeStartedSubscription(ctx, started);
+      }
     } catch (error) {
       const message = errorMessage(error);
       await ctx.sql`
@@ -115,7 +140,7 @@ export const applyStripeEvent: JobHandler = {
     log.info("stripe event applied", {
       event_id: event.id,
       type: event.type,
-      outcome: applied?.outcome ?? "no_subscription",
+      outcome: closedCustomer ? "closed_customer" : applied?.outcome ?? "no_subscription",
       user_id: applied?.userId ?? null,
       plan_id: applied?.planId ?? null,
     });
