@@ -73,6 +73,12 @@ export type Handler = (req: Request) => Promise<Response>;
 
 const BODY_METHODS = new Set(["POST", "PUT", "PATCH"]);
 
+/** On every answer: no type sniffing of JSON into HTML, no request URL leaked as a referrer. */
+const SECURITY_HEADERS = {
+  "x-content-type-options": "nosniff",
+  "referrer-policy": "no-referrer",
+};
+
 let verifier: AuthVerifier | undefined;
 const rateLimiter = createRateLimiter({ redis, sql });
 const metrics = createMetrics(sql);
@@ -285,6 +291,9 @@ export function defineFunction<
       }
     }
     headers.set("x-request-id", requestId);
+    for (const [key, value] of Object.entries(SECURITY_HEADERS)) headers.set(key, value);
+    // Answers are per caller; a function that caches on purpose (sync's ETag) says so itself.
+    if (!headers.has("cache-control")) headers.set("cache-control", "no-store");
     const userId = caller?.kind === "user" ? caller.id : null;
     const durationMs = Math.round((performance.now() - started) * 10) / 10;
     log.info("request", {
