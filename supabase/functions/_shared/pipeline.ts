@@ -122,13 +122,21 @@ function clientIp(req: Request): string {
   return forwarded?.at(-1) || "unknown";
 }
 
-async function admitAnonymous(req: Request, rateClass: RateLimitClass) {
-  const plan = await anonymousPlan(sql());
-  const decision = await rateLimiter.check(
-    rateClass,
-    `ip:${clientIp(req)}`,
-    limitOf(plan, rateClass),
-  );
+async function admitAnonymous(req: Request, rateClass: RateLimitClass, requestId: string) {
+  let decision: RateLimitDecision;
+  try {
+    const plan = await anonymousPlan(sql());
+    decision = await rateLimiter.check(rateClass, `ip:${clientIp(req)}`, limitOf(plan, rateClass));
+  } catch (error) {
+    if (!isDatabaseUnreachable(error)) throw error;
+    // Without a user there is nothing to charge, and health must still report the outage: while
+    // the free plan cannot be read or no store can count, such a caller is let through.
+    log.warn("rate limit skipped for a caller without a user: database unreachable", {
+      request_id: requestId,
+      error: errorMessage(error),
+    });
+    return null;
+  }
   return allowedOrRefused(rateClass, decision);
 }
 
@@ -261,7 +269,9 @@ export function defineFunction<
         caller = await authenticate(req, spec.auth, c);
         const admitted = caller?.kind === "user" ? await admit(caller, spec.rateLimit) : null;
         decision = admitted?.decision ??
-          (spec.rateLimit && !admitted ? await admitAnonymous(req, spec.rateLimit) : null);
+          (spec.rateLimit && !admitted
+            ? await admitAnonymous(req, spec.rateLimit, requestId)
+            : null);
         const body = spec.body && BODY_METHODS.has(req.method)
           ? await parseBody(req, spec.body, c.MAX_BODY_BYTES)
           : undefined;
