@@ -120,9 +120,7 @@ stackTest(
       assert.equal(status, 503);
       const health = HealthResponse.parse(body);
       assert.equal(health.status, "degraded");
-      assert.equal(health.checks.database.ok, false);
-      assert.match(health.checks.database.error ?? "", /ECONNREFUSED|timed out/);
-      assert.equal(health.checks.redis.ok, true);
+      assert.deepEqual(health.checks, { database: "down", redis: "ok" });
       // HEALTH_CHECK_TIMEOUT_MS is 1 s; the bound is as loose as the others.
       assert.ok(ms < ANSWER_BOUND_MS, `health took ${ms.toFixed(0)} ms`);
     });
@@ -302,7 +300,7 @@ stackTest(
 
       const health = await get(null, "health", wedged.url);
       assert.equal(health.status, 503);
-      assert.equal(health.body.checks.database.ok, false);
+      assert.equal(health.body.checks.database, "down");
       assert.ok(health.ms < ANSWER_BOUND_MS, `health took ${health.ms.toFixed(0)} ms`);
       const profile = await get(user, "profile", wedged.url);
       assert.equal(profile.status, 200, "the profile comes from the profile cache");

@@ -66,10 +66,7 @@ stackTest(
     await whileRedisStopped(async () => {
       const health = await get(null, "health");
       assert.equal(health.status, 503);
-      const checks = HealthResponse.parse(health.body).checks;
-      assert.equal(checks.redis.ok, false);
-      assert.equal(typeof checks.redis.error, "string");
-      assert.equal(checks.database.ok, true);
+      assert.deepEqual(HealthResponse.parse(health.body).checks, { database: "ok", redis: "down" });
 
       const profile = await get(user, "profile");
       assert.equal(profile.status, 200);

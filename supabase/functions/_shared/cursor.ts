@@ -22,8 +22,19 @@ export type CursorKind = "analyses" | "messages" | "sync";
 
 const VERSION = 1;
 
-const Instant = z.string().regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/).refine((value) =>
-  !Number.isNaN(Date.parse(value))
+/**
+ * True when `value` names a real instant of years 1 to 9999 exactly as written. JavaScript's
+ * parser lets through what Postgres refuses (year 0000, February 30) or reads differently (hour
+ * 24), so the written fields must survive a round trip through a Date unchanged.
+ */
+function isRealInstant(value: string): boolean {
+  const at = new Date(`${value.slice(0, 19)}Z`);
+  return !Number.isNaN(at.getTime()) && at.getUTCFullYear() >= 1 &&
+    at.toISOString().slice(0, 19) === value.slice(0, 19);
+}
+
+const Instant = z.string().regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/).refine(
+  isRealInstant,
 );
 
 const Encoded = z.strictObject({

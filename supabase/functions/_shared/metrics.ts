@@ -2,9 +2,14 @@ import type { Sql } from "./db.ts";
 import { errorMessage, log } from "./log.ts";
 
 /**
- * One `api_metrics` row per request, written after the response is sent: rows are buffered and
- * inserted in batches, the write kept alive with `EdgeRuntime.waitUntil` where the runtime has it
- * (a tracked promise otherwise), and flushed when the isolate is about to stop.
+ * The record of every request, written after the response is sent: buffered and written in
+ * batches, the write kept alive with `EdgeRuntime.waitUntil` where the runtime has it (a tracked
+ * promise otherwise), and flushed when the isolate is about to stop.
+ *
+ * A request with a user gets its own `api_metrics` row. One without (health checks, refused
+ * tokens, webhook deliveries) is only counted, per minute, function and status, in
+ * `api_request_counts`: summed here first, then added to the row of that minute in one upsert,
+ * so a flood of junk requests adds a row per minute, not per request.
  */
 
 export interface MetricRow {
@@ -19,7 +24,7 @@ export interface MetricRow {
 const BATCH_SIZE = 200;
 const FLUSH_DELAY_MS = 50;
 const RETRY_DELAY_MS = 1_000;
-/** While the database refuses rows they are kept for the next flush, up to this many. */
+/** While the database refuses rows (and counts) they are kept for the next flush, up to this many. */
 const MAX_BUFFERED = 5_000;
 
 declare const EdgeRuntime: { waitUntil(promise: Promise<unknown>): void } | undefined;
@@ -32,13 +37,82 @@ export function keepAlive(promise: Promise<unknown>) {
   }
 }
 
+/** Requests without a user of one minute, function and status. */
+interface RequestCount {
+  minute: Date;
+  function_name: string;
+  status: number;
+  requests: number;
+  total_duration_ms: number;
+  max_duration_ms: number;
+}
+
 const pending = new Set<Promise<unknown>>();
 let buffer: MetricRow[] = [];
+let counts = new Map<string, RequestCount>();
 let timer: ReturnType<typeof setTimeout> | undefined;
 let writing: Promise<void> = Promise.resolve();
 
-/** Inserts the buffer in batches; false when the database refused and rows were kept. */
+const countKey = (count: Pick<RequestCount, "minute" | "function_name" | "status">) =>
+  `${count.minute.toISOString()} ${count.function_name} ${count.status}`;
+
+function addCount(count: RequestCount) {
+  const key = countKey(count);
+  const known = counts.get(key);
+  if (known) {
+    known.requests += count.requests;
+    known.total_duration_ms += count.total_duration_ms;
+    known.max_duration_ms = Math.max(known.max_duration_ms, count.max_duration_ms);
+  } else if (counts.size < MAX_BUFFERED) {
+    counts.set(key, { ...count });
+  }
+}
+
+/**
+ * Adds the summed counts to their rows. In key order, so that isolates adding to the same rows
+ * at once lock them in the same order and never deadlock.
+ */
+async function writeCounts(sql: Sql): Promise<boolean> {
+  const all = [...counts.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  counts = new Map();
+  for (let start = 0; start < all.length; start += BATCH_SIZE) {
+    const batch = all.slice(start, start + BATCH_SIZE).map(([, count]) => count);
+    try {
+      await sql`
+        insert into public.api_request_counts ${
+        sql(
+          batch,
+          "minute",
+          "function_name",
+          "status",
+          "requests",
+          "total_duration_ms",
+          "max_duration_ms",
+        )
+      }
+        on conflict (minute, function_name, status) do update
+          set requests          = api_request_counts.requests + excluded.requests,
+              total_duration_ms = api_request_counts.total_duration_ms + excluded.total_duration_ms,
+              max_duration_ms   = greatest(api_request_counts.max_duration_ms,
+                                           excluded.max_duration_ms)`;
+    } catch (error) {
+      for (const [, count] of all.slice(start)) addCount(count);
+      log.warn("request counts write failed; kept for the next flush", {
+        buffered: counts.size,
+        error: errorMessage(error),
+      });
+      return false;
+    }
+  }
+  return true;
+}
+
+/** Writes the rows in batches, then the counts; false when the database refused and both were kept. */
 async function write(sql: Sql): Promise<boolean> {
+  return await writeRows(sql) && await writeCounts(sql);
+}
+
+async function writeRows(sql: Sql): Promise<boolean> {
   while (buffer.length > 0) {
     const batch = buffer.splice(0, BATCH_SIZE);
     try {
@@ -73,8 +147,12 @@ export function createMetrics(sql: () => Sql): Metrics {
         if (!written) timer ??= setTimeout(flush, RETRY_DELAY_MS);
       })
       .catch((error) => {
-        log.error("metrics flush failed", { error: String(error), dropped: buffer.length });
+        log.error("metrics flush failed", {
+          error: String(error),
+          dropped: buffer.length + counts.size,
+        });
         buffer = [];
+        counts = new Map();
       });
     keepAlive(writing);
     return writing;
@@ -82,7 +160,17 @@ export function createMetrics(sql: () => Sql): Metrics {
   addEventListener("beforeunload", () => void flush());
   return {
     record(row) {
-      buffer.push(row);
+      if (row.user_id) buffer.push(row);
+      else {
+        addCount({
+          minute: new Date(Math.floor(Date.now() / 60_000) * 60_000),
+          function_name: row.function_name,
+          status: row.status,
+          requests: 1,
+          total_duration_ms: row.duration_ms,
+          max_duration_ms: row.duration_ms,
+        });
+      }
       if (buffer.length >= BATCH_SIZE) void flush();
       else timer ??= setTimeout(flush, FLUSH_DELAY_MS);
     },

@@ -73,6 +73,12 @@ export type Handler = (req: Request) => Promise<Response>;
 
 const BODY_METHODS = new Set(["POST", "PUT", "PATCH"]);
 
+/** On every answer: no type sniffing of JSON into HTML, no request URL leaked as a referrer. */
+const SECURITY_HEADERS = {
+  "x-content-type-options": "nosniff",
+  "referrer-policy": "no-referrer",
+};
+
 let verifier: AuthVerifier | undefined;
 const rateLimiter = createRateLimiter({ redis, sql });
 const metrics = createMetrics(sql);
@@ -116,13 +122,21 @@ function clientIp(req: Request): string {
   return forwarded?.at(-1) || "unknown";
 }
 
-async function admitAnonymous(req: Request, rateClass: RateLimitClass) {
-  const plan = await anonymousPlan(sql());
-  const decision = await rateLimiter.check(
-    rateClass,
-    `ip:${clientIp(req)}`,
-    limitOf(plan, rateClass),
-  );
+async function admitAnonymous(req: Request, rateClass: RateLimitClass, requestId: string) {
+  let decision: RateLimitDecision;
+  try {
+    const plan = await anonymousPlan(sql());
+    decision = await rateLimiter.check(rateClass, `ip:${clientIp(req)}`, limitOf(plan, rateClass));
+  } catch (error) {
+    if (!isDatabaseUnreachable(error)) throw error;
+    // Without a user there is nothing to charge, and health must still report the outage: while
+    // the free plan cannot be read or no store can count, such a caller is let through.
+    log.warn("rate limit skipped for a caller without a user: database unreachable", {
+      request_id: requestId,
+      error: errorMessage(error),
+    });
+    return null;
+  }
   return allowedOrRefused(rateClass, decision);
 }
 
@@ -255,7 +269,9 @@ export function defineFunction<
         caller = await authenticate(req, spec.auth, c);
         const admitted = caller?.kind === "user" ? await admit(caller, spec.rateLimit) : null;
         decision = admitted?.decision ??
-          (spec.rateLimit && !admitted ? await admitAnonymous(req, spec.rateLimit) : null);
+          (spec.rateLimit && !admitted
+            ? await admitAnonymous(req, spec.rateLimit, requestId)
+            : null);
         const body = spec.body && BODY_METHODS.has(req.method)
           ? await parseBody(req, spec.body, c.MAX_BODY_BYTES)
           : undefined;
@@ -285,6 +301,9 @@ export function defineFunction<
       }
     }
     headers.set("x-request-id", requestId);
+    for (const [key, value] of Object.entries(SECURITY_HEADERS)) headers.set(key, value);
+    // Answers are per caller; a function that caches on purpose (sync's ETag) says so itself.
+    if (!headers.has("cache-control")) headers.set("cache-control", "no-store");
     const userId = caller?.kind === "user" ? caller.id : null;
     const durationMs = Math.round((performance.now() - started) * 10) / 10;
     log.info("request", {
