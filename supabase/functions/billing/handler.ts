@@ -179,7 +179,7 @@ export function createBillingHandler(
       const response = body.action === "checkout"
         ? await checkout(db, client, config, caller, profile.plan.id, body.plan)
         : await portal(db, client, config, caller);
-      return json(response, { headers: { "cache-control": "no-store" } });
+      return json(response);
     },
   );
 }

@@ -142,7 +142,7 @@ function eventStream(events: AsyncGenerator<Event>, onHangUp = () => {}): Respon
     },
   });
   return new Response(body, {
-    headers: { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-store" },
+    headers: { "content-type": "text/event-stream; charset=utf-8" },
   });
 }
 

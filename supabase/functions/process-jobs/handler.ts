@@ -37,7 +37,7 @@ export function createProcessJobsHandler(
           timeoutMs: config.JOB_TIMEOUT_MS,
         },
       );
-      return json(summary, { headers: { "cache-control": "no-store" } });
+      return json(summary);
     },
   );
 }
