@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { forgetProfile, refreshProfile } from "../supabase/functions/_shared/profile-cache.ts";
+import {
+  forgetProfile,
+  loadProfile,
+  type Profile,
+  PROFILE_TTL_SECONDS,
+  profileKey,
+  refreshProfile,
+  storeIfNewer,
+} from "../supabase/functions/_shared/profile-cache.ts";
 import {
   createUser,
   database,
@@ -87,3 +95,27 @@ stackTest(
     }
   },
 );
+
+stackTest("a slow reader's older row cannot overwrite the newer one a writer cached", async () => {
+  const user = await createUser("stale-write");
+  const redis = upstash();
+  const sql = database();
+  try {
+    // A reader loads the row, then stalls before putting it in the cache.
+    const stale = await loadProfile(sql, user.id);
+    assert.ok(stale);
+    // Meanwhile a writer changes the row and caches the new one.
+    await sql`update public.profiles set settings = ${sql.json({ theme: "dark" })}
+               where id = ${user.id}`;
+    const fresh = await refreshProfile(redis, sql, user.id);
+    assert.ok(fresh && fresh.version > stale.version);
+
+    assert.equal(await storeIfNewer(redis, user.id, stale, PROFILE_TTL_SECONDS), 0);
+    const cached = await redis.get<Profile>(profileKey(user.id));
+    assert.equal(cached?.version, fresh.version);
+    assert.deepEqual(cached?.settings, { theme: "dark" });
+    assert.deepEqual((await whoami(user)).body.settings, { theme: "dark" });
+  } finally {
+    await sql.end();
+  }
+});

@@ -127,27 +127,26 @@ stackTest("with Redis stopped, two gateways still enforce the limit through Post
 });
 
 stackTest(
-  "with Redis slowed to 2 s, decisions come within the timeout and the limit holds",
+  "with Redis answering only after 15 s, every decision comes from Postgres and the limit holds",
   async () => {
     const user = await createUser("slow");
     await call(warmUser);
     await atStartOfWindow(40);
-    await delayRedis(2_000);
+    // Far longer than the 1 s Redis timeout: a decision that waited for Redis would come from it.
+    await delayRedis(15_000);
     const outcomes: Outcome[] = [];
-    const durations: number[] = [];
     try {
       for (let i = 0; i < 25; i++) {
-        const started = performance.now();
-        outcomes.push(await call(user));
-        durations.push(performance.now() - started);
+        const outcome = await call(user);
+        outcomes.push(outcome);
+        if (outcome.status === 200) {
+          assert.equal(outcome.body.source, "postgres", `decision ${i + 1} waited for Redis`);
+        }
       }
     } finally {
       await delayRedis(0);
     }
     assert.deepEqual(tally(outcomes), { allowed: 20, refused: 5, other: 0 });
-    // Not a speed target: the bound only tells the 1 s timeout path from the 2 s Redis answer.
-    const slowest = Math.max(...durations);
-    assert.ok(slowest < 1_900, `a decision waited for the slow Redis (${slowest.toFixed(0)} ms)`);
   },
 );
 

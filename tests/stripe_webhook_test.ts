@@ -106,16 +106,20 @@ billingTest("a delivery without a Stripe-Signature header is refused with 400", 
   await assertNoTrace(event.id);
 });
 
-billingTest("a signature 299 seconds old is accepted (Stripe's 300 s tolerance)", async () => {
+/**
+ * Stripe's tolerance is 300 s. The signatures below sit a minute inside and a minute outside it,
+ * so the time a delivery takes to arrive and be verified cannot move either across the line.
+ */
+billingTest("a signature four minutes old is accepted (Stripe's 300 s tolerance)", async () => {
   const { event } = await subscriptionCreated();
-  const delivery = await deliver(b.url, event, { timestamp: now() - 299 });
+  const delivery = await deliver(b.url, event, { timestamp: now() - 240 });
   assert.equal(delivery.status, 200);
   assert.equal((await recordedEvent(event.id)).length, 1);
 });
 
-billingTest("a signature 301 seconds old is refused", async () => {
+billingTest("a signature six minutes old is refused", async () => {
   const { event } = await subscriptionCreated();
-  const delivery = await deliver(b.url, event, { timestamp: now() - 301 });
+  const delivery = await deliver(b.url, event, { timestamp: now() - 360 });
   assert.equal(delivery.status, 400);
   assert.equal(delivery.body.error.code, "invalid_signature");
   await assertNoTrace(event.id);

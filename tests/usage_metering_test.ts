@@ -146,29 +146,47 @@ dbTest(
   },
 );
 
-dbTest("concurrent increments and refunds keep usage between 0 and the quota", async () => {
-  const sql = await openPool();
-  const userId = await createUser(sql);
-  try {
-    await sql`update public.profiles set usage_count = 50 where id = ${userId}`;
-    const calls = Array.from(
-      { length: CALLERS },
-      (_, i) =>
-        i % 2 === 0
-          ? sql<Metered[]>`select * from public.increment_usage_if_allowed(${userId}, 3)`
-          : sql<Metered[]>`select * from public.refund_usage(${userId}, 3)`,
-    );
-    const answers = (await Promise.all(calls)).map(([row]) => row);
-    for (const a of answers) {
-      assert.ok(a.used >= 0 && a.used <= 100, `usage stayed within 0..100 (saw ${a.used})`);
+dbTest(
+  "concurrent charges and refunds keep usage within the quota, and it is the charges minus the refunds",
+  async () => {
+    const sql = await openPool();
+    const userId = await createUser(sql);
+    try {
+      await sql`update public.profiles set usage_count = 50 where id = ${userId}`;
+      // As analyze does: every caller is charged; every other one, its model call having
+      // failed, is refunded what it was charged, and only when the charge was allowed.
+      const seen: number[] = [];
+      const outcomes = await Promise.all(Array.from({ length: CALLERS }, async (_, i) => {
+        const [charge] = await sql<Metered[]>`
+          select * from public.increment_usage_if_allowed(${userId}, 3)`;
+        seen.push(charge.used);
+        if (!charge.allowed || i % 2 === 0) {
+          return { charged: charge.allowed ? 3 : 0, refunded: 0 };
+        }
+        const [refund] = await sql<Metered[]>`
+          select * from public.refund_usage(${userId}, 3, ${charge.period_resets_at})`;
+        seen.push(refund.used);
+        return { charged: 3, refunded: 3 };
+      }));
+      const charged = outcomes.reduce((sum, o) => sum + o.charged, 0);
+      const refunded = outcomes.reduce((sum, o) => sum + o.refunded, 0);
+      assert.ok(seen.every((used) => used >= 0 && used <= 100), "usage stayed within 0..100");
+      assert.ok(refunded > 0, "some charges were refunded");
+      assert.ok(
+        outcomes.some((o) => o.charged === 0),
+        "some charges were refused at the quota",
+      );
+      assert.equal(
+        (await storedUsage(sql, userId)).usage_count,
+        50 + charged - refunded,
+        "used units are the starting 50 plus every allowed charge minus every refund",
+      );
+    } finally {
+      await sql`delete from auth.users where id = ${userId}`;
+      await sql.end();
     }
-    const stored = await storedUsage(sql, userId);
-    assert.ok(stored.usage_count >= 0 && stored.usage_count <= 100);
-  } finally {
-    await sql`delete from auth.users where id = ${userId}`;
-    await sql.end();
-  }
-});
+  },
+);
 
 dbTest("deleting the user removes the profile the signup trigger made", async () => {
   const sql = postgres(DB_URL, { max: 2, onnotice: () => {} });

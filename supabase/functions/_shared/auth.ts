@@ -33,7 +33,7 @@ export interface AuthVerifierOptions {
   /** Minimum time between two JWKS fetches; default 30 s. */
   jwksRefetchCooldownMs?: number;
   fetch?: typeof fetch;
-  /** Clock (ms) for the refetch cooldown; default `Date.now`. */
+  /** Clock (ms) for the refetch cooldown, the verdict cache and `exp`/`nbf`; default `Date.now`. */
   now?: () => number;
 }
 
@@ -105,6 +105,7 @@ export function createAuthVerifier(options: AuthVerifierOptions): AuthVerifier {
         // Exactly the algorithm the key was chosen for: no HS/asymmetric confusion.
         algorithms: [alg],
         clockTolerance: CLOCK_TOLERANCE_S,
+        currentDate: new Date(now()),
         requiredClaims: ["exp"],
       }));
     } catch (err) {

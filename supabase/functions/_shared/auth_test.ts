@@ -66,9 +66,12 @@ function startJwks(initialKeys: JWK[] = [esJwk, rsJwk]) {
   };
 }
 
-/** A verifier against `jwksUrl` with the local demo secret and a clock the test moves by hand. */
+/**
+ * A verifier against `jwksUrl` with the local demo secret and a clock the test moves by hand,
+ * starting at the real time so that claims made from `Date.now()` mean what they say.
+ */
 function verifierFor(jwksUrl: string, overrides: Partial<AuthVerifierOptions> = {}) {
-  const clock = { ms: 1_000_000 };
+  const clock = { ms: Date.now() };
   const verifier = createAuthVerifier({
     jwtSecret: LOCAL_JWT_SECRET,
     jwksUrl,
@@ -384,6 +387,34 @@ Deno.test("a kid removed from the JWKS stops verifying after the next fetch", as
   clock.ms += 30_000;
   await assertUnauthorized(verifier.verify(await signEs(userClaims(), "unknown")));
   await assertUnauthorized(verifier.verify(await signEs()));
+});
+
+Deno.test("a token verified before its key was withdrawn is refused at once after", async () => {
+  await using jwks = startJwks();
+  const { verifier, clock } = verifierFor(jwks.url);
+  const token = await signEs();
+  assert.equal((await verifier.verify(token)).kind, "user");
+  assert.equal((await verifier.verify(token)).kind, "user", "its verdict is cached");
+
+  jwks.state.keys = [rsJwk];
+  clock.ms += 30_000;
+  // Any unknown kid makes the verifier fetch the JWKS again, which no longer has es-1.
+  await assertUnauthorized(verifier.verify(await signEs(userClaims(), "unknown")));
+  assert.equal(jwks.state.hits, 2);
+  // Still well inside the minute its verdict was cached for.
+  await assertUnauthorized(verifier.verify(token));
+});
+
+Deno.test("a cached verdict ends when its token expires, inside the cache's minute", async () => {
+  await using jwks = startJwks();
+  const { verifier, clock } = verifierFor(jwks.url);
+  const exp = Math.floor(clock.ms / 1000) + 20;
+  const token = await signEs(userClaims({ exp }));
+  assert.equal((await verifier.verify(token)).kind, "user");
+
+  // Past exp and past the verifier's 5 s tolerance for clock skew, 30 s after it was cached.
+  clock.ms = (exp + 10) * 1000;
+  await assertUnauthorized(verifier.verify(token), "token expired");
 });
 
 Deno.test("a hanging JWKS endpoint fails the request after the fetch timeout", async () => {

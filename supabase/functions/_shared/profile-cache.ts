@@ -59,7 +59,13 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 return 1`;
 
-function storeIfNewer(redis: Redis, userId: string, entry: Profile | Tombstone, ttl: number) {
+/** Puts `entry` in the cache unless it holds a version at least as new; answers 1 if it did. */
+export function storeIfNewer(
+  redis: Redis,
+  userId: string,
+  entry: Profile | Tombstone,
+  ttl: number,
+) {
   return redis.eval(SET_IF_NEWER, [profileKey(userId)], [
     JSON.stringify(entry),
     String(entry.version),
