@@ -201,8 +201,9 @@ stackTest(
     const after = await metering(user.id);
     assert.equal(after.models, 2);
     assert.equal(after.cached, 1);
-    // One unit for the chat reply, one per analysis the model made: none for the outage.
-    assert.equal(after.usage_count, after.models + 1);
+    // One unit for the chat reply, one per analysis the model made and one per cache hit: none
+    // for the outage.
+    assert.equal(after.usage_count, after.models + after.cached + 1);
   },
 );
 

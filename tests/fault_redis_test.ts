@@ -95,7 +95,7 @@ stackTest(
 
 stackTest(
   "with Redis stopped, analyze and chat are answered and charged, identical requests come " +
-    "from ai_response_cache uncharged, and once it is back the answer is in Redis again",
+    "from ai_response_cache at the cache-hit cost, and once it is back the answer is in Redis again",
   async () => {
     const user = await createUser("redis-down-ai");
     const text = `Clear enough? ${crypto.randomUUID()}`;
@@ -109,7 +109,7 @@ stackTest(
       const again = await post(user, "analyze", analysisOf(text));
       assert.equal(again.status, 200);
       assert.equal(AnalyzeResponse.parse(again.body).cached, true);
-      assert.equal(again.body.usage.used, 1);
+      assert.equal(again.body.usage.used, 2);
 
       const reply = await post(user, "chat", { message });
       assert.equal(reply.status, 200);
@@ -117,10 +117,10 @@ stackTest(
       const repeated = await post(user, "chat", { message });
       assert.equal(repeated.status, 200);
       assert.equal(ChatResponse.parse(repeated.body).cached, true);
-      assert.equal(repeated.body.usage.used, 2);
+      assert.equal(repeated.body.usage.used, 4);
     });
     assert.equal(model.calls, calls + 2, "the model answered each question once");
-    assert.equal(await usedUnits(user.id), 2);
+    assert.equal(await usedUnits(user.id), 4);
 
     const sql = database();
     let key: string;
@@ -131,14 +131,16 @@ stackTest(
     } finally {
       await sql.end();
     }
+    let hits = 0;
     await waitFor("the analysis to be cached in Redis again", async () => {
       const answer = await post(user, "analyze", analysisOf(text));
       assert.equal(answer.status, 200);
       assert.equal(answer.body.cached, true);
+      hits++;
       return await upstash().exists(aiCacheRedisKey(key)) === 1;
     }, 15_000);
     assert.equal(model.calls, calls + 2);
-    assert.equal(await usedUnits(user.id), 2);
+    assert.equal(await usedUnits(user.id), 4 + hits, "each cache hit cost one unit");
   },
 );
 
