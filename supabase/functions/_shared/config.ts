@@ -60,7 +60,7 @@ const ConfigSchema = z.object({
   JOB_TIMEOUT_MS: positiveInt(20_000),
 });
 
-/** The names of every variable read, for the check that the README documents each one. */
+/** The names of every variable read, for the check that docs/deploying.md documents each one. */
 export const CONFIG_VARIABLES: readonly string[] = Object.keys(ConfigSchema.shape);
 
 export type Config = z.infer<typeof ConfigSchema> & {
