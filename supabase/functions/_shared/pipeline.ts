@@ -1,7 +1,8 @@
+import type { Redis } from "@upstash/redis";
 import type { z } from "zod";
 import { type AuthVerifier, bearerToken, type Caller, createAuthVerifier } from "./auth.ts";
 import { type Config, config, ConfigError } from "./config.ts";
-import { isDatabaseUnreachable, sql } from "./db.ts";
+import { isDatabaseUnreachable, type Sql, sql } from "./db.ts";
 import { ApiError } from "./errors.ts";
 import { corsHeaders, errorResponse, type Method, readBodyText, requestIdOf } from "./http.ts";
 import { errorMessage, log } from "./log.ts";
@@ -16,6 +17,7 @@ import {
   rateLimitHeaders,
 } from "./rate-limit.ts";
 import { redis } from "./redis.ts";
+import type { Stripe } from "./stripe.ts";
 
 /**
  * The one request pipeline: every function declares what it needs and gets CORS, a request id,
@@ -47,6 +49,11 @@ export interface FunctionSpec<
    * the user's plan), by client IP otherwise (with the limit of the free plan).
    */
   rateLimit?: RateLimitClass;
+  /**
+   * How to make the Stripe client (`stripe` from `_shared/stripe.ts`), for the functions that use
+   * it: named here rather than imported by the pipeline, so no other function loads the SDK.
+   */
+  stripe?: (c: Config) => Promise<Stripe>;
 }
 
 export interface Context<
@@ -58,6 +65,12 @@ export interface Context<
   url: URL;
   requestId: string;
   config: Config;
+  /** The isolate's Postgres client, as the service role (`asUser` for the caller's own rights). */
+  sql: Sql;
+  /** The isolate's Upstash client. */
+  redis: Redis;
+  /** The Stripe client, made on first use; 503 `billing_unavailable` where none is configured. */
+  stripe: () => Promise<Stripe>;
   caller: CallerFor<A>;
   /** The caller's profile and plan, through the profile cache (functions that require a user). */
   profile: A extends "user" ? Profile : null;
@@ -282,6 +295,12 @@ export function defineFunction<
           url,
           requestId,
           config: c,
+          sql: sql(),
+          redis: redis(),
+          stripe: () =>
+            spec.stripe
+              ? spec.stripe(c)
+              : Promise.reject(new Error(`${spec.name} does not declare that it uses Stripe`)),
           caller: caller as CallerFor<A>,
           profile: (admitted?.profile ?? null) as Context<A, S, Q>["profile"],
           rateLimit: decision,

@@ -5,7 +5,7 @@ import {
   type MessageItem,
 } from "../_shared/contracts.ts";
 import { decodeCursor, encodeCursor, type Position } from "../_shared/cursor.ts";
-import { asUser, type Sql, sql, type Tx } from "../_shared/db.ts";
+import { asUser, type Tx } from "../_shared/db.ts";
 import { ApiError } from "../_shared/errors.ts";
 import { json } from "../_shared/http.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
@@ -24,10 +24,6 @@ import { defineFunction } from "../_shared/pipeline.ts";
  * `MAX_WINDOWS` calls: two years, the default retention of both tables, so a page is short only
  * where the history ends unless an operator keeps more (and then `has_more` says so).
  */
-
-export interface HistoryDeps {
-  sql: () => Sql;
-}
 
 const MAX_WINDOWS = 12;
 
@@ -71,29 +67,27 @@ async function fullPage(tx: Tx, query: HistoryQuery, userId: string, from: Posit
   return { items, next: before };
 }
 
-export function createHistoryHandler(deps: HistoryDeps = { sql }) {
-  return defineFunction(
-    { name: "history", methods: ["GET"], auth: "user", rateLimit: "general", query: HistoryQuery },
-    async ({ caller, query }) => {
-      if (query.conversation_id && query.type !== "messages") {
-        throw new ApiError("validation_failed", "conversation_id: only applies to type=messages", {
-          field: "conversation_id",
-        });
-      }
-      const from = query.cursor ? decodeCursor(query.type, query.cursor, "cursor") : null;
-      const { items, next } = await asUser(
-        deps.sql(),
-        caller,
-        (tx) => fullPage(tx, query, caller.id, from),
-      );
-      return json(
-        {
-          type: query.type,
-          items,
-          next_cursor: next ? encodeCursor(query.type, next) : null,
-          has_more: next !== null,
-        } as HistoryResponse,
-      );
-    },
-  );
-}
+export const handler = defineFunction(
+  { name: "history", methods: ["GET"], auth: "user", rateLimit: "general", query: HistoryQuery },
+  async ({ caller, query, sql }) => {
+    if (query.conversation_id && query.type !== "messages") {
+      throw new ApiError("validation_failed", "conversation_id: only applies to type=messages", {
+        field: "conversation_id",
+      });
+    }
+    const from = query.cursor ? decodeCursor(query.type, query.cursor, "cursor") : null;
+    const { items, next } = await asUser(
+      sql,
+      caller,
+      (tx) => fullPage(tx, query, caller.id, from),
+    );
+    return json(
+      {
+        type: query.type,
+        items,
+        next_cursor: next ? encodeCursor(query.type, next) : null,
+        has_more: next !== null,
+      } as HistoryResponse,
+    );
+  },
+);

@@ -7,7 +7,7 @@ import {
   type Usage,
 } from "../_shared/contracts.ts";
 import { decodeCursor, encodeCursor, type Position } from "../_shared/cursor.ts";
-import { asUser, type Sql, sql, type Tx } from "../_shared/db.ts";
+import { asUser, type Sql, type Tx } from "../_shared/db.ts";
 import { ApiError } from "../_shared/errors.ts";
 import { json } from "../_shared/http.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
@@ -34,10 +34,6 @@ import { planJson } from "../_shared/profile-cache.ts";
  * of an older transaction committing after a newer one's could in principle fall behind a
  * cursor taken in between.
  */
-
-export interface SyncDeps {
-  sql: () => Sql;
-}
 
 /** Most rows of each table in one answer. */
 const BATCH = 100;
@@ -173,51 +169,48 @@ async function readChanges(
   };
 }
 
-export function createSyncHandler(deps: SyncDeps = { sql }) {
-  return defineFunction(
-    { name: "sync", methods: ["GET"], auth: "user", rateLimit: "general", query: SyncQuery },
-    async ({ req, caller, query }) => {
-      const since = query.since ? decodeCursor("sync", query.since, "since") : null;
-      const db = deps.sql();
-      const state = await readState(db, caller.id);
-      if (!state) throw new ApiError("unauthorized", "this account no longer exists");
+export const handler = defineFunction(
+  { name: "sync", methods: ["GET"], auth: "user", rateLimit: "general", query: SyncQuery },
+  async ({ req, caller, query, sql: db }) => {
+    const since = query.since ? decodeCursor("sync", query.since, "since") : null;
+    const state = await readState(db, caller.id);
+    if (!state) throw new ApiError("unauthorized", "this account no longer exists");
 
-      const profile: ProfileResponse = { ...state.profile, email: caller.email };
-      const usage: Usage = {
-        used: state.used,
-        quota: state.quota,
-        remaining: state.remaining,
-        resets_at: state.period_resets_at.toISOString(),
-      };
-      const etag = await etagOf([
-        caller.id,
-        query.since ?? null,
-        state.marker,
+    const profile: ProfileResponse = { ...state.profile, email: caller.email };
+    const usage: Usage = {
+      used: state.used,
+      quota: state.quota,
+      remaining: state.remaining,
+      resets_at: state.period_resets_at.toISOString(),
+    };
+    const etag = await etagOf([
+      caller.id,
+      query.since ?? null,
+      state.marker,
+      profile,
+      usage,
+      state.next_sync_in_s,
+    ]);
+    const headers = { etag, "cache-control": "private, no-cache" };
+    if (matches(req.headers.get("if-none-match"), etag)) {
+      return new Response(null, { status: 304, headers });
+    }
+
+    const changes = await asUser(
+      db,
+      caller,
+      (tx) => readChanges(tx, caller.id, since, state.member_since),
+    );
+    return json(
+      {
+        analyses: changes.analyses,
+        messages: changes.messages,
         profile,
         usage,
-        state.next_sync_in_s,
-      ]);
-      const headers = { etag, "cache-control": "private, no-cache" };
-      if (matches(req.headers.get("if-none-match"), etag)) {
-        return new Response(null, { status: 304, headers });
-      }
-
-      const changes = await asUser(
-        db,
-        caller,
-        (tx) => readChanges(tx, caller.id, since, state.member_since),
-      );
-      return json(
-        {
-          analyses: changes.analyses,
-          messages: changes.messages,
-          profile,
-          usage,
-          cursor: encodeCursor("sync", changes.cursor),
-          next_sync_in_s: changes.moreWaiting ? MORE_WAITING_S : state.next_sync_in_s,
-        } satisfies SyncResponse,
-        { headers },
-      );
-    },
-  );
-}
+        cursor: encodeCursor("sync", changes.cursor),
+        next_sync_in_s: changes.moreWaiting ? MORE_WAITING_S : state.next_sync_in_s,
+      } satisfies SyncResponse,
+      { headers },
+    );
+  },
+);
