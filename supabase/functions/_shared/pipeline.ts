@@ -17,7 +17,6 @@ import {
   rateLimitHeaders,
 } from "./rate-limit.ts";
 import { redis } from "./redis.ts";
-import type { Stripe } from "./stripe.ts";
 
 /**
  * The one request pipeline: every function declares what it needs and gets CORS, a request id,
@@ -36,6 +35,7 @@ export interface FunctionSpec<
   A extends AuthMode,
   S extends z.ZodType | undefined,
   Q extends z.ZodType | undefined = undefined,
+  P = never,
 > {
   name: string;
   methods: readonly Method[];
@@ -51,15 +51,17 @@ export interface FunctionSpec<
   rateLimit?: RateLimitClass;
   /**
    * How to make the Stripe client (`stripe` from `_shared/stripe.ts`), for the functions that use
-   * it: named here rather than imported by the pipeline, so no other function loads the SDK.
+   * it: named by them rather than imported here, so no other function's module graph holds the
+   * SDK, not even its types.
    */
-  stripe?: (c: Config) => Promise<Stripe>;
+  stripe?: (c: Config) => Promise<P>;
 }
 
 export interface Context<
   A extends AuthMode,
   S extends z.ZodType | undefined,
   Q extends z.ZodType | undefined = undefined,
+  P = never,
 > {
   req: Request;
   url: URL;
@@ -69,8 +71,11 @@ export interface Context<
   sql: Sql;
   /** The isolate's Upstash client. */
   redis: Redis;
-  /** The Stripe client, made on first use; 503 `billing_unavailable` where none is configured. */
-  stripe: () => Promise<Stripe>;
+  /**
+   * The Stripe client of a function whose spec names `stripe`, made on first use (503
+   * `billing_unavailable` where none is configured).
+   */
+  stripe: () => Promise<P>;
   caller: CallerFor<A>;
   /** The caller's profile and plan, through the profile cache (functions that require a user). */
   profile: A extends "user" ? Profile : null;
@@ -258,9 +263,10 @@ export function defineFunction<
   A extends AuthMode,
   S extends z.ZodType | undefined = undefined,
   Q extends z.ZodType | undefined = undefined,
+  P = never,
 >(
-  spec: FunctionSpec<A, S, Q>,
-  handle: (ctx: Context<A, S, Q>) => Promise<Response>,
+  spec: FunctionSpec<A, S, Q, P>,
+  handle: (ctx: Context<A, S, Q, P>) => Promise<Response>,
 ): Handler {
   const allow = spec.methods.join(", ");
 
@@ -302,10 +308,10 @@ export function defineFunction<
               ? spec.stripe(c)
               : Promise.reject(new Error(`${spec.name} does not declare that it uses Stripe`)),
           caller: caller as CallerFor<A>,
-          profile: (admitted?.profile ?? null) as Context<A, S, Q>["profile"],
+          profile: (admitted?.profile ?? null) as Context<A, S, Q, P>["profile"],
           rateLimit: decision,
-          body: body as Context<A, S, Q>["body"],
-          query: query as Context<A, S, Q>["query"],
+          body: body as Context<A, S, Q, P>["body"],
+          query: query as Context<A, S, Q, P>["query"],
         });
       }
     } catch (error) {
