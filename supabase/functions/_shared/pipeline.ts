@@ -7,7 +7,8 @@ import { ApiError } from "./errors.ts";
 import { corsHeaders, errorResponse, type Method, readBodyText, requestIdOf } from "./http.ts";
 import { errorMessage, log } from "./log.ts";
 import { createMetrics } from "./metrics.ts";
-import { type Plan, type Profile, readProfile } from "./profile-cache.ts";
+import type { Plan } from "./contracts.ts";
+import { type Profile, readProfile } from "./profile-cache.ts";
 import {
   anonymousPlan,
   createRateLimiter,

@@ -14,13 +14,14 @@ import {
   ChatRequest,
   type ChatResponse,
   type ErrorEnvelope,
-  type MessageItem,
+  MessageItem,
+  type Usage,
 } from "../_shared/contracts.ts";
 import type { Sql } from "../_shared/db.ts";
 import { ApiError } from "../_shared/errors.ts";
 import { errorEnvelope, json } from "../_shared/http.ts";
 import { defineFunction, toApiError } from "../_shared/pipeline.ts";
-import { Charge, currentUsage, type Usage } from "../_shared/usage.ts";
+import { Charge, currentUsage } from "../_shared/usage.ts";
 
 /**
  * `POST chat`: the assistant's reply to a message, stored with the message in `chat_messages`.
@@ -57,9 +58,8 @@ function history(db: Sql, userId: string, conversationId: string): Promise<ChatT
      order by created_at, id`;
 }
 
-interface MessageRow extends Omit<MessageItem, "created_at"> {
-  created_at: Date;
-}
+/** The columns of `chat_messages` a `MessageItem` shows. */
+const MESSAGE_COLUMNS = Object.keys(MessageItem.shape).join(", ");
 
 /**
  * The newest of the earlier turns whose characters, with the new message's, fit `budget`,
@@ -97,13 +97,13 @@ function replyItem(exchange: Exchange): MessageItem {
 
 /** Both messages in one statement; the reply a microsecond after the message, so they sort. */
 async function store(db: Sql, userId: string, exchange: Exchange): Promise<MessageItem> {
-  const [row] = await db<MessageRow[]>`
+  const [row] = await db`
     with inserted as (
       insert into public.chat_messages (user_id, conversation_id, role, content, model, created_at)
       values (${userId}, ${exchange.conversationId}, 'user', ${exchange.message}, null, now()),
              (${userId}, ${exchange.conversationId}, 'assistant', ${exchange.reply},
               ${exchange.model}, now() + interval '1 microsecond')
-      returning id, created_at, conversation_id, role, content, model
+      returning ${db.unsafe(MESSAGE_COLUMNS)}
     ), activity as (
       insert into public.activities (user_id, kind, detail)
       values (${userId}, 'chat',
@@ -111,7 +111,7 @@ async function store(db: Sql, userId: string, exchange: Exchange): Promise<Messa
                                  'cached', ${exchange.cached}))
     )
     select * from inserted where role = 'assistant'`;
-  return { ...row, created_at: row.created_at.toISOString() };
+  return MessageItem.parse({ ...row, created_at: row.created_at.toISOString() });
 }
 
 type Event =

@@ -1,9 +1,5 @@
-import {
-  type AnalysisItem,
-  HistoryQuery,
-  type HistoryResponse,
-  type MessageItem,
-} from "../_shared/contracts.ts";
+import { z } from "zod";
+import { HistoryQuery, HistoryResponse } from "../_shared/contracts.ts";
 import { decodeCursor, encodeCursor, type Position } from "../_shared/cursor.ts";
 import { asUser, type Tx } from "../_shared/db.ts";
 import { ApiError } from "../_shared/errors.ts";
@@ -27,37 +23,40 @@ import { defineFunction } from "../_shared/pipeline.ts";
 
 const MAX_WINDOWS = 12;
 
-interface PageRow {
-  items: (AnalysisItem | MessageItem)[];
-  next_before_created_at: string | null;
-  next_before_id: string | null;
-  has_more: boolean;
-}
+/** The row of a `*_page` function; its items are parsed with the whole answer. */
+const PageRow = z.object({
+  items: z.array(z.unknown()),
+  next_before_created_at: z.string().nullable(),
+  next_before_id: z.string().nullable(),
+  has_more: z.boolean(),
+});
+const PAGE_COLUMNS = Object.keys(PageRow.shape).join(", ");
 
-function windowPage(
+async function windowPage(
   tx: Tx,
   query: HistoryQuery,
   userId: string,
   before: Position | null,
   limit: number,
-): Promise<PageRow[]> {
+) {
   const at = before?.created_at ?? null;
   const id = before?.id ?? null;
-  return query.type === "analyses"
-    ? tx<PageRow[]>`
-        select items, next_before_created_at, next_before_id, has_more
+  const [row] = query.type === "analyses"
+    ? await tx`
+        select ${tx.unsafe(PAGE_COLUMNS)}
           from public.analyses_page(${userId}::uuid, ${at}::timestamptz, ${id}::uuid, ${limit})`
-    : tx<PageRow[]>`
-        select items, next_before_created_at, next_before_id, has_more
+    : await tx`
+        select ${tx.unsafe(PAGE_COLUMNS)}
           from public.chat_messages_page(${userId}::uuid, ${at}::timestamptz, ${id}::uuid,
                                          ${limit}, ${query.conversation_id ?? null}::uuid)`;
+  return PageRow.parse(row);
 }
 
 async function fullPage(tx: Tx, query: HistoryQuery, userId: string, from: Position | null) {
-  const items: PageRow["items"] = [];
+  const items: unknown[] = [];
   let before = from;
   for (let window = 0; window < MAX_WINDOWS; window++) {
-    const [page] = await windowPage(tx, query, userId, before, query.limit - items.length);
+    const page = await windowPage(tx, query, userId, before, query.limit - items.length);
     items.push(...page.items);
     before = page.has_more
       ? { created_at: page.next_before_created_at!, id: page.next_before_id! }

@@ -2,7 +2,6 @@ import type { Redis } from "@upstash/redis";
 import type { Caller } from "../_shared/auth.ts";
 import {
   type ProfileDeleteResponse,
-  type ProfileResponse,
   ProfileUpdateRequest,
   type Settings,
 } from "../_shared/contracts.ts";
@@ -11,7 +10,12 @@ import { ApiError } from "../_shared/errors.ts";
 import { json } from "../_shared/http.ts";
 import { errorMessage, log } from "../_shared/log.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
-import { forgetProfile, type Profile, refreshProfile } from "../_shared/profile-cache.ts";
+import {
+  forgetProfile,
+  type Profile,
+  profileResponse,
+  refreshProfile,
+} from "../_shared/profile-cache.ts";
 
 /**
  * `profile`: the caller's own account.
@@ -35,16 +39,6 @@ interface Clients {
 }
 
 const gone = () => new ApiError("unauthorized", "this account no longer exists");
-
-function profileResponse(profile: Profile, email: string | null): ProfileResponse {
-  return {
-    id: profile.id,
-    email,
-    plan: profile.plan,
-    settings: profile.settings as Settings,
-    subscription_status: profile.subscription_status,
-  };
-}
 
 async function updateSettings(
   { sql: db, redis }: Clients,
