@@ -111,6 +111,36 @@ revoke execute on function public.current_usage(uuid) from public, anon, authent
 grant execute on function public.current_usage(uuid) to service_role;
 
 -- -------------------------------------------------------------------------------------------
+-- The arguments of a metering write, checked in one place.
+-- -------------------------------------------------------------------------------------------
+create or replace function public.check_usage_arguments(p_user_id uuid, p_amount integer, p_hint text default null)
+  returns void
+  language plpgsql
+  immutable
+  set search_path = ''
+as $$
+begin
+  if p_user_id is null then
+    raise exception 'p_user_id must not be null'
+      using errcode = '22023';
+  end if;
+  if p_amount is null or p_amount <= 0 or p_amount > 1000 then
+    if p_hint is null then
+      raise exception 'p_amount must be an integer from 1 to 1000, got %', coalesce(p_amount::text, 'null')
+        using errcode = '22023';
+    end if;
+    raise exception 'p_amount must be an integer from 1 to 1000, got %', coalesce(p_amount::text, 'null')
+      using errcode = '22023', hint = p_hint;
+  end if;
+end
+$$;
+comment on function public.check_usage_arguments(uuid, integer, text) is
+  'Raises 22023 unless p_user_id is given and p_amount is 1..1000 (with p_hint, if any): the arguments of '
+  'increment_usage_if_allowed and refund_usage.';
+revoke execute on function public.check_usage_arguments(uuid, integer, text) from public, anon, authenticated;
+grant execute on function public.check_usage_arguments(uuid, integer, text) to service_role;
+
+-- -------------------------------------------------------------------------------------------
 -- increment_usage_if_allowed: the decision and the record in one statement (see 20261123000200
 -- for why that holds under any concurrency).
 -- -------------------------------------------------------------------------------------------
@@ -124,15 +154,7 @@ declare
   v_now          timestamptz := pg_catalog.now();
   v_period_start timestamptz;
 begin
-  if p_user_id is null then
-    raise exception 'p_user_id must not be null'
-      using errcode = '22023';
-  end if;
-  if p_amount is null or p_amount <= 0 or p_amount > 1000 then
-    raise exception 'p_amount must be an integer from 1 to 1000, got %', coalesce(p_amount::text, 'null')
-      using errcode = '22023',
-            hint = 'To give units back, call public.refund_usage.';
-  end if;
+  perform public.check_usage_arguments(p_user_id, p_amount, 'To give units back, call public.refund_usage.');
 
   -- The row lock and READ COMMITTED's recheck of this WHERE clause against the row's newest
   -- version serialise concurrent callers, so what they record never exceeds the quota. An
@@ -187,14 +209,7 @@ declare
   v_now          timestamptz := pg_catalog.now();
   v_period_start timestamptz;
 begin
-  if p_user_id is null then
-    raise exception 'p_user_id must not be null'
-      using errcode = '22023';
-  end if;
-  if p_amount is null or p_amount <= 0 or p_amount > 1000 then
-    raise exception 'p_amount must be an integer from 1 to 1000, got %', coalesce(p_amount::text, 'null')
-      using errcode = '22023';
-  end if;
+  perform public.check_usage_arguments(p_user_id, p_amount);
 
   -- One statement, like the increment. An ended period rolls over with nothing of it used, so
   -- there is nothing to refund (0 - p_amount floors at 0).
