@@ -1,5 +1,6 @@
 import { createClient, type SupabaseClient } from "@supabase/supabase-js";
 import { Redis } from "@upstash/redis";
+import { SignJWT } from "jose";
 import postgres from "postgres";
 import { type Gateway, startGateway } from "../local/gateway.ts";
 import { LOCAL_ANON_KEY } from "../local/keys.ts";
@@ -9,6 +10,7 @@ import { LocalRedis } from "../local/redis.ts";
 import { ensureSigningKey, publicJwks, signUserToken } from "../local/signing-key.ts";
 import { LOCAL_FUNCTION_ENV } from "../local/stack.ts";
 import { ensureUser } from "../local/users.ts";
+import type { Handler } from "../supabase/functions/_shared/pipeline.ts";
 import { refreshProfile } from "../supabase/functions/_shared/profile-cache.ts";
 
 /** What the tests share: the stack's settings, clients shaped like the app's, and users. */
@@ -381,4 +383,40 @@ export async function waitUntilHealthy(url = SUPABASE_URL, timeoutMs = 30_000) {
     await response.body?.cancel();
     return response.status === 200;
   }, timeoutMs);
+}
+
+/**
+ * Calls a function's handler in this process, the way its `Deno.serve` would, with no server in
+ * between: the functions' settings are put into this process's environment first (a value set
+ * there already wins, as in the stack), and `user` signs in with an HS256 token of the legacy
+ * JWT secret, which is verified without fetching the JWKS from a gateway.
+ */
+export async function callHandler(
+  handler: Handler,
+  path: string,
+  options: { user?: TestUser; method?: string; body?: unknown; headers?: HeadersInit } = {},
+): Promise<Response> {
+  for (const [key, value] of Object.entries(env)) {
+    if (Deno.env.get(key) === undefined) Deno.env.set(key, value);
+  }
+  const headers = new Headers(options.headers);
+  if (options.user) {
+    const token = await new SignJWT({ email: options.user.email, role: "authenticated" })
+      .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+      .setSubject(options.user.id)
+      .setAudience("authenticated")
+      .setIssuer(ISSUER)
+      .setIssuedAt()
+      .setExpirationTime("10 minutes")
+      .sign(new TextEncoder().encode(env.JWT_SECRET));
+    headers.set("authorization", `Bearer ${token}`);
+  }
+  if (options.body !== undefined) headers.set("content-type", "application/json");
+  return await handler(
+    new Request(`${SUPABASE_URL}/functions/v1/${path}`, {
+      method: options.method ?? "GET",
+      headers,
+      body: options.body === undefined ? undefined : JSON.stringify(options.body),
+    }),
+  );
 }

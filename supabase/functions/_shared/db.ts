@@ -1,4 +1,5 @@
 import postgres from "postgres";
+import type { z } from "zod";
 import type { Caller } from "./auth.ts";
 import { config } from "./config.ts";
 
@@ -28,6 +29,25 @@ export function createSql(url: string, options: {
     },
     onnotice: () => {},
   });
+}
+
+/**
+ * `json_build_object('field', alias.field, ...)` over the fields of a contract's object schema,
+ * as SQL text: a reader of a row lists the columns of the shape it answers with from that shape,
+ * so a column added to the table and to the contract reaches it with no other change. `computed`
+ * gives the SQL of the fields that are not a column of `alias` (a nested object, say). The text
+ * is made of the schema's own names only; embed it with `db.unsafe`.
+ */
+export function jsonObjectSql(
+  schema: z.ZodObject,
+  alias: string,
+  computed: Record<string, string> = {},
+): string {
+  const fields = Object.keys(schema.shape).map((field) => {
+    if (!/^[a-z_][a-z0-9_]*$/.test(field)) throw new Error(`not a column name: ${field}`);
+    return `'${field}', ${computed[field] ?? `${alias}.${field}`}`;
+  });
+  return `json_build_object(${fields.join(", ")})`;
 }
 
 let client: Sql | undefined;

@@ -1,12 +1,14 @@
+import type { Redis } from "@upstash/redis";
 import type { z } from "zod";
 import { type AuthVerifier, bearerToken, type Caller, createAuthVerifier } from "./auth.ts";
 import { type Config, config, ConfigError } from "./config.ts";
-import { isDatabaseUnreachable, sql } from "./db.ts";
+import { isDatabaseUnreachable, type Sql, sql } from "./db.ts";
 import { ApiError } from "./errors.ts";
 import { corsHeaders, errorResponse, type Method, readBodyText, requestIdOf } from "./http.ts";
 import { errorMessage, log } from "./log.ts";
 import { createMetrics } from "./metrics.ts";
-import { type Plan, type Profile, readProfile } from "./profile-cache.ts";
+import type { Plan } from "./contracts.ts";
+import { type Profile, readProfile } from "./profile-cache.ts";
 import {
   anonymousPlan,
   createRateLimiter,
@@ -34,6 +36,7 @@ export interface FunctionSpec<
   A extends AuthMode,
   S extends z.ZodType | undefined,
   Q extends z.ZodType | undefined = undefined,
+  P = never,
 > {
   name: string;
   methods: readonly Method[];
@@ -47,17 +50,33 @@ export interface FunctionSpec<
    * the user's plan), by client IP otherwise (with the limit of the free plan).
    */
   rateLimit?: RateLimitClass;
+  /**
+   * How to make the Stripe client (`stripe` from `_shared/stripe.ts`), for the functions that use
+   * it: named by them rather than imported here, so no other function's module graph holds the
+   * SDK, not even its types.
+   */
+  stripe?: (c: Config) => Promise<P>;
 }
 
 export interface Context<
   A extends AuthMode,
   S extends z.ZodType | undefined,
   Q extends z.ZodType | undefined = undefined,
+  P = never,
 > {
   req: Request;
   url: URL;
   requestId: string;
   config: Config;
+  /** The isolate's Postgres client, as the service role (`asUser` for the caller's own rights). */
+  sql: Sql;
+  /** The isolate's Upstash client. */
+  redis: Redis;
+  /**
+   * The Stripe client of a function whose spec names `stripe`, made on first use (503
+   * `billing_unavailable` where none is configured).
+   */
+  stripe: () => Promise<P>;
   caller: CallerFor<A>;
   /** The caller's profile and plan, through the profile cache (functions that require a user). */
   profile: A extends "user" ? Profile : null;
@@ -245,9 +264,10 @@ export function defineFunction<
   A extends AuthMode,
   S extends z.ZodType | undefined = undefined,
   Q extends z.ZodType | undefined = undefined,
+  P = never,
 >(
-  spec: FunctionSpec<A, S, Q>,
-  handle: (ctx: Context<A, S, Q>) => Promise<Response>,
+  spec: FunctionSpec<A, S, Q, P>,
+  handle: (ctx: Context<A, S, Q, P>) => Promise<Response>,
 ): Handler {
   const allow = spec.methods.join(", ");
 
@@ -282,11 +302,17 @@ export function defineFunction<
           url,
           requestId,
           config: c,
+          sql: sql(),
+          redis: redis(),
+          stripe: () =>
+            spec.stripe
+              ? spec.stripe(c)
+              : Promise.reject(new Error(`${spec.name} does not declare that it uses Stripe`)),
           caller: caller as CallerFor<A>,
-          profile: (admitted?.profile ?? null) as Context<A, S, Q>["profile"],
+          profile: (admitted?.profile ?? null) as Context<A, S, Q, P>["profile"],
           rateLimit: decision,
-          body: body as Context<A, S, Q>["body"],
-          query: query as Context<A, S, Q>["query"],
+          body: body as Context<A, S, Q, P>["body"],
+          query: query as Context<A, S, Q, P>["query"],
         });
       }
     } catch (error) {

@@ -1,5 +1,7 @@
 import type { Redis } from "@upstash/redis";
-import type { Sql } from "./db.ts";
+import { z } from "zod";
+import { Plan, ProfileResponse } from "./contracts.ts";
+import { jsonObjectSql, type Sql } from "./db.ts";
 import { errorMessage, log } from "./log.ts";
 import { askRedis } from "./redis.ts";
 
@@ -13,25 +15,17 @@ import { askRedis } from "./redis.ts";
  * the old row back after the writer refreshed it.
  */
 
-export interface Plan {
-  id: string;
-  name: string;
-  monthly_quota: number;
-  ai_per_minute: number;
-  general_per_minute: number;
-  upload_per_minute: number;
-  /** What one metered request may cost (see the `ai_cost_bounds` migration). */
-  max_output_tokens: number;
-  chat_history_chars: number;
-  cache_hit_cost: number;
-}
+/**
+ * A profile as the cache holds it: what `ProfileResponse` answers but the email (which comes
+ * from the token), and the row's version.
+ */
+export const Profile = ProfileResponse.omit({ email: true }).extend({ version: z.number() });
+export type Profile = z.infer<typeof Profile>;
 
-export interface Profile {
-  id: string;
-  version: number;
-  plan: Plan;
-  settings: Record<string, unknown>;
-  subscription_status: string | null;
+/** What `profile` and `sync` answer for a cached profile and the caller's email. */
+export function profileResponse(profile: Profile, email: string | null): ProfileResponse {
+  const { version: _, ...shown } = profile;
+  return { ...shown, email };
 }
 
 /** What a deleted account leaves behind, so a still-valid token cannot refill the cache. */
@@ -74,25 +68,28 @@ export function storeIfNewer(
 }
 
 /** A `Plan` as JSON, from the row of `public.plans` aliased `pl` in the query it is part of. */
-export const planJson = (sql: Sql) =>
-  sql`json_build_object(
-        'id', pl.id, 'name', pl.name, 'monthly_quota', pl.monthly_quota,
-        'ai_per_minute', pl.ai_per_minute, 'general_per_minute', pl.general_per_minute,
-        'upload_per_minute', pl.upload_per_minute, 'max_output_tokens', pl.max_output_tokens,
-        'chat_history_chars', pl.chat_history_chars, 'cache_hit_cost', pl.cache_hit_cost)`;
+export const PLAN_JSON = jsonObjectSql(Plan, "pl");
 
-/** One database read of the profile joined with its plan. */
+/**
+ * A `Profile` as JSON, from the rows of `public.profiles` aliased `p` and of its plan aliased
+ * `pl`. The version is `updated_at` in microseconds.
+ */
+export const PROFILE_JSON = jsonObjectSql(Profile, "p", {
+  version: "(extract(epoch from p.updated_at) * 1000000)::float8",
+  plan: PLAN_JSON,
+});
+
+/**
+ * One database read of the profile joined with its plan, parsed: a row that does not fit the
+ * contract fails here, on a cache miss, rather than reach a client.
+ */
 export async function loadProfile(sql: Sql, userId: string): Promise<Profile | null> {
-  const [row] = await sql<Profile[]>`
-    select p.id,
-           (extract(epoch from p.updated_at) * 1000000)::float8 as version,
-           ${planJson(sql)} as plan,
-           p.settings,
-           p.subscription_status
+  const [row] = await sql`
+    select ${sql.unsafe(PROFILE_JSON)} as profile
       from public.profiles p
       join public.plans pl on pl.id = p.plan_id
      where p.id = ${userId}`;
-  return row ?? null;
+  return row ? Profile.parse(row.profile) : null;
 }
 
 const loading = new Map<string, Promise<Profile | null>>();

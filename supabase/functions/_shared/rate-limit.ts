@@ -1,7 +1,8 @@
 import { Ratelimit } from "@upstash/ratelimit";
 import type { Redis } from "@upstash/redis";
+import { Plan } from "./contracts.ts";
 import type { Sql } from "./db.ts";
-import { type Plan, planJson } from "./profile-cache.ts";
+import { PLAN_JSON } from "./profile-cache.ts";
 import { askRedis, REDIS_TIMEOUT_MS } from "./redis.ts";
 
 /**
@@ -48,9 +49,10 @@ let anonymous: { plan: Promise<Plan>; until: number } | undefined;
  */
 export function anonymousPlan(sql: Sql): Promise<Plan> {
   if (!anonymous || Date.now() >= anonymous.until) {
-    const plan = sql<{ plan: Plan }[]>`
-      select ${planJson(sql)} as plan from public.plans as pl where pl.id = 'free'`
-      .then(([row]) => row.plan);
+    const plan = sql`select ${
+      sql.unsafe(PLAN_JSON)
+    } as plan from public.plans as pl where pl.id = 'free'`
+      .then(([row]) => Plan.parse(row.plan));
     anonymous = { plan, until: Date.now() + ANONYMOUS_PLAN_TTL_MS };
     plan.catch(() => anonymous = undefined);
   }

@@ -1,4 +1,6 @@
 import postgres from "postgres";
+import { z } from "zod";
+import { Usage } from "./contracts.ts";
 import type { Sql } from "./db.ts";
 import { ApiError } from "./errors.ts";
 import { errorMessage, log } from "./log.ts";
@@ -8,35 +10,33 @@ import { errorMessage, log } from "./log.ts";
  * (`increment_usage_if_allowed`), so concurrent requests can never spend more than the quota.
  */
 
-export interface Usage {
-  used: number;
-  quota: number;
-  remaining: number;
-  resets_at: string;
-}
-
-interface UsageRow {
-  allowed: boolean;
-  used: number;
-  quota: number;
-  remaining: number;
-  period_resets_at: Date;
-}
-
-const usageOf = (row: UsageRow): Usage => ({
-  used: row.used,
-  quota: row.quota,
-  remaining: row.remaining,
-  resets_at: row.period_resets_at.toISOString(),
+/**
+ * The row every metering function returns (`increment_usage_if_allowed`, `refund_usage`,
+ * `current_usage`): the `Usage` contract's numbers, whether the call was allowed, and the end of
+ * the period as the timestamp it is.
+ */
+const UsageRow = Usage.omit({ resets_at: true }).extend({
+  allowed: z.boolean(),
+  period_resets_at: z.date(),
 });
+type UsageRow = z.infer<typeof UsageRow>;
+
+/** The columns of `UsageRow`, to select from a metering function. */
+export const USAGE_COLUMNS = Object.keys(UsageRow.shape).join(", ");
+
+/** A metering function's row, parsed: whether it was allowed, and the `Usage` to answer with. */
+export function usageOf(row: unknown): { allowed: boolean; usage: Usage } {
+  const { allowed, period_resets_at, ...numbers } = UsageRow.parse(row);
+  return { allowed, usage: { ...numbers, resets_at: period_resets_at.toISOString() } };
+}
 
 /** Takes `amount` units or refuses with 402 `quota_exceeded` carrying the numbers. */
 export async function takeUsage(sql: Sql, userId: string, amount = 1): Promise<Usage> {
-  const [row] = await sql<UsageRow[]>`
-    select allowed, used, quota, remaining, period_resets_at
+  const [row] = await sql`
+    select ${sql.unsafe(USAGE_COLUMNS)}
       from public.increment_usage_if_allowed(${userId}, ${amount})`;
-  const usage = usageOf(row);
-  if (!row.allowed) {
+  const { allowed, usage } = usageOf(row);
+  if (!allowed) {
     throw new ApiError("quota_exceeded", "the monthly quota is used up", {
       used: usage.used,
       quota: usage.quota,
@@ -57,10 +57,10 @@ export async function refundUsage(
   amount = 1,
   chargedUntil?: string,
 ): Promise<Usage> {
-  const [row] = await sql<UsageRow[]>`
-    select allowed, used, quota, remaining, period_resets_at
+  const [row] = await sql`
+    select ${sql.unsafe(USAGE_COLUMNS)}
       from public.refund_usage(${userId}, ${amount}, ${chargedUntil ?? null})`;
-  return usageOf(row);
+  return usageOf(row).usage;
 }
 
 /**
@@ -139,10 +139,10 @@ export class Charge {
  */
 export async function currentUsage(sql: Sql, userId: string): Promise<Usage> {
   try {
-    const [row] = await sql<UsageRow[]>`
-      select allowed, used, quota, remaining, period_resets_at
+    const [row] = await sql`
+      select ${sql.unsafe(USAGE_COLUMNS)}
         from public.current_usage(${userId})`;
-    return usageOf(row);
+    return usageOf(row).usage;
   } catch (error) {
     throw accountGone(error);
   }

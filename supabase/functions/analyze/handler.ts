@@ -1,4 +1,3 @@
-import type { Redis } from "@upstash/redis";
 import { analyzeWithModel, PROMPT_VERSION, requireAi } from "../_shared/ai.ts";
 import {
   aiCacheKey,
@@ -15,10 +14,9 @@ import {
   AnalyzeRequest,
   type AnalyzeResponse,
 } from "../_shared/contracts.ts";
-import { type Sql, sql } from "../_shared/db.ts";
+import type { Sql } from "../_shared/db.ts";
 import { json } from "../_shared/http.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
-import { redis } from "../_shared/redis.ts";
 import { Charge, currentUsage } from "../_shared/usage.ts";
 
 /**
@@ -38,11 +36,6 @@ import { Charge, currentUsage } from "../_shared/usage.ts";
  *      fails (the `Charge` rule).
  * Every answer carries the usage numbers as they stand after it.
  */
-
-export interface AnalyzeDeps {
-  sql: () => Sql;
-  redis: () => Redis;
-}
 
 /** What is hashed, sent to the model and stored: equal requests must look equal. */
 function normalised(request: AnalyzeRequest): { analysisType: string; input: AnalyzeInput } {
@@ -96,63 +89,60 @@ async function store(db: Sql, userId: string, item: AnalysisItem, inputHash: str
   return { ...item, created_at: row.created_at.toISOString() };
 }
 
-export function createAnalyzeHandler(deps: AnalyzeDeps = { sql, redis }) {
-  return defineFunction(
-    { name: "analyze", methods: ["POST"], auth: "user", rateLimit: "ai", body: AnalyzeRequest },
-    async ({ caller, profile: { plan }, body, config, requestId }) => {
-      requireAi(config);
-      const db = deps.sql();
-      const model = config.OPENAI_MODEL;
-      const ttl = config.AI_CACHE_TTL_SECONDS;
-      const request = normalised(body);
-      const inputHash = await sha256Hex(canonicalJson(request.input));
-      const shared = request.input.kind === "text" &&
-        (await shareableAnalysisTypes(db)).has(request.analysisType);
-      const owner = shared ? null : caller.id;
-      const key = await aiCacheKey({
-        prompt: PROMPT_VERSION,
-        function: "analyze",
+export const handler = defineFunction(
+  { name: "analyze", methods: ["POST"], auth: "user", rateLimit: "ai", body: AnalyzeRequest },
+  async ({ caller, profile: { plan }, body, config, requestId, sql: db, redis }) => {
+    requireAi(config);
+    const model = config.OPENAI_MODEL;
+    const ttl = config.AI_CACHE_TTL_SECONDS;
+    const request = normalised(body);
+    const inputHash = await sha256Hex(canonicalJson(request.input));
+    const shared = request.input.kind === "text" &&
+      (await shareableAnalysisTypes(db)).has(request.analysisType);
+    const owner = shared ? null : caller.id;
+    const key = await aiCacheKey({
+      prompt: PROMPT_VERSION,
+      function: "analyze",
+      model,
+      analysis_type: request.analysisType,
+      input: inputHash,
+      user: owner,
+    });
+
+    const cached = await readAiCache<AnalysisResult>(redis, db, key, ttl);
+    const answered = (result: AnalysisResult) =>
+      analysisItem({ ...request, inputHash, model, result, cached: cached !== null });
+    if (cached && plan.cache_hit_cost === 0) {
+      // A free answer is not stored: nothing a caller can do for free grows a table.
+      const usage = await currentUsage(db, caller.id);
+      return json({ analysis: answered(cached), cached: true, usage } satisfies AnalyzeResponse);
+    }
+
+    const charge = await Charge.take(db, caller.id, requestId, cached ? plan.cache_hit_cost : 1);
+    let result = cached;
+    if (!result) {
+      try {
+        result = await analyzeWithModel(config, request, {
+          requestId,
+          maxOutputTokens: plan.max_output_tokens,
+        });
+      } catch (error) {
+        throw await charge.failed(error);
+      }
+    }
+    const item = answered(result);
+    const [analysis] = await Promise.all([
+      charge.deliver(() => store(db, caller.id, item, inputHash), () => item),
+      cached ? undefined : writeAiCache(redis, db, {
+        key,
+        answer: result,
         model,
-        analysis_type: request.analysisType,
-        input: inputHash,
-        user: owner,
-      });
-
-      const cached = await readAiCache<AnalysisResult>(deps.redis(), db, key, ttl);
-      const answered = (result: AnalysisResult) =>
-        analysisItem({ ...request, inputHash, model, result, cached: cached !== null });
-      if (cached && plan.cache_hit_cost === 0) {
-        // A free answer is not stored: nothing a caller can do for free grows a table.
-        const usage = await currentUsage(db, caller.id);
-        return json({ analysis: answered(cached), cached: true, usage } satisfies AnalyzeResponse);
-      }
-
-      const charge = await Charge.take(db, caller.id, requestId, cached ? plan.cache_hit_cost : 1);
-      let result = cached;
-      if (!result) {
-        try {
-          result = await analyzeWithModel(config, request, {
-            requestId,
-            maxOutputTokens: plan.max_output_tokens,
-          });
-        } catch (error) {
-          throw await charge.failed(error);
-        }
-      }
-      const item = answered(result);
-      const [analysis] = await Promise.all([
-        charge.deliver(() => store(db, caller.id, item, inputHash), () => item),
-        cached ? undefined : writeAiCache(deps.redis(), db, {
-          key,
-          answer: result,
-          model,
-          ttlSeconds: ttl,
-          owner,
-        }),
-      ]);
-      return json(
-        { analysis, cached: cached !== null, usage: charge.usage } satisfies AnalyzeResponse,
-      );
-    },
-  );
-}
+        ttlSeconds: ttl,
+        owner,
+      }),
+    ]);
+    return json(
+      { analysis, cached: cached !== null, usage: charge.usage } satisfies AnalyzeResponse,
+    );
+  },
+);

@@ -1,3 +1,3 @@
-import { createAnalyzeHandler } from "./handler.ts";
+import { handler } from "./handler.ts";
 
-Deno.serve(createAnalyzeHandler());
+Deno.serve(handler);

@@ -1,6 +1,6 @@
 import type { Config } from "../_shared/config.ts";
 import { BillingRequest, type BillingResponse } from "../_shared/contracts.ts";
-import { type Sql, sql } from "../_shared/db.ts";
+import type { Sql } from "../_shared/db.ts";
 import { ApiError } from "../_shared/errors.ts";
 import { json } from "../_shared/http.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
@@ -12,11 +12,6 @@ import { billingUnavailable, type Stripe, stripe } from "../_shared/stripe.ts";
  * that happens when Stripe's events arrive (stripe-webhook), so the plan never runs ahead of what
  * Stripe says.
  */
-
-export interface BillingDeps {
-  sql: () => Sql;
-  stripe: () => Promise<Stripe>;
-}
 
 /**
  * Subscription statuses that entitle to a plan (as in apply_stripe_subscription_state): while the
@@ -161,25 +156,21 @@ async function portal(
   }
 }
 
-export function createBillingHandler(
-  deps: BillingDeps = { sql, stripe: () => stripe() },
-) {
-  return defineFunction(
-    {
-      name: "billing",
-      methods: ["POST"],
-      auth: "user",
-      rateLimit: "general",
-      body: BillingRequest,
-    },
-    async ({ body, caller, profile, config }) => {
-      // Without Stripe configured nothing here can work: say so before anything else.
-      const client = await deps.stripe();
-      const db = deps.sql();
-      const response = body.action === "checkout"
-        ? await checkout(db, client, config, caller, profile.plan.id, body.plan)
-        : await portal(db, client, config, caller);
-      return json(response);
-    },
-  );
-}
+export const handler = defineFunction(
+  {
+    name: "billing",
+    methods: ["POST"],
+    auth: "user",
+    rateLimit: "general",
+    body: BillingRequest,
+    stripe,
+  },
+  async ({ body, caller, profile, config, sql: db, stripe }) => {
+    // Without Stripe configured nothing here can work: say so before anything else.
+    const client = await stripe();
+    const response = body.action === "checkout"
+      ? await checkout(db, client, config, caller, profile.plan.id, body.plan)
+      : await portal(db, client, config, caller);
+    return json(response);
+  },
+);

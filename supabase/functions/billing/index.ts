@@ -1,3 +1,3 @@
-import { createBillingHandler } from "./handler.ts";
+import { handler } from "./handler.ts";
 
-Deno.serve(createBillingHandler());
+Deno.serve(handler);

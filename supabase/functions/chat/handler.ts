@@ -1,4 +1,3 @@
-import type { Redis } from "@upstash/redis";
 import type { z } from "zod";
 import {
   chatReply,
@@ -15,14 +14,14 @@ import {
   ChatRequest,
   type ChatResponse,
   type ErrorEnvelope,
-  type MessageItem,
+  MessageItem,
+  type Usage,
 } from "../_shared/contracts.ts";
-import { type Sql, sql } from "../_shared/db.ts";
+import type { Sql } from "../_shared/db.ts";
 import { ApiError } from "../_shared/errors.ts";
 import { errorEnvelope, json } from "../_shared/http.ts";
 import { defineFunction, toApiError } from "../_shared/pipeline.ts";
-import { redis } from "../_shared/redis.ts";
-import { Charge, currentUsage, type Usage } from "../_shared/usage.ts";
+import { Charge, currentUsage } from "../_shared/usage.ts";
 
 /**
  * `POST chat`: the assistant's reply to a message, stored with the message in `chat_messages`.
@@ -45,11 +44,6 @@ import { Charge, currentUsage, type Usage } from "../_shared/usage.ts";
  * up (the provider is stopped and nothing is stored).
  */
 
-export interface ChatDeps {
-  sql: () => Sql;
-  redis: () => Redis;
-}
-
 const CONTEXT_MESSAGES = 20;
 
 /** The caller's latest messages of the conversation, oldest first. */
@@ -64,9 +58,8 @@ function history(db: Sql, userId: string, conversationId: string): Promise<ChatT
      order by created_at, id`;
 }
 
-interface MessageRow extends Omit<MessageItem, "created_at"> {
-  created_at: Date;
-}
+/** The columns of `chat_messages` a `MessageItem` shows. */
+const MESSAGE_COLUMNS = Object.keys(MessageItem.shape).join(", ");
 
 /**
  * The newest of the earlier turns whose characters, with the new message's, fit `budget`,
@@ -104,13 +97,13 @@ function replyItem(exchange: Exchange): MessageItem {
 
 /** Both messages in one statement; the reply a microsecond after the message, so they sort. */
 async function store(db: Sql, userId: string, exchange: Exchange): Promise<MessageItem> {
-  const [row] = await db<MessageRow[]>`
+  const [row] = await db`
     with inserted as (
       insert into public.chat_messages (user_id, conversation_id, role, content, model, created_at)
       values (${userId}, ${exchange.conversationId}, 'user', ${exchange.message}, null, now()),
              (${userId}, ${exchange.conversationId}, 'assistant', ${exchange.reply},
               ${exchange.model}, now() + interval '1 microsecond')
-      returning id, created_at, conversation_id, role, content, model
+      returning ${db.unsafe(MESSAGE_COLUMNS)}
     ), activity as (
       insert into public.activities (user_id, kind, detail)
       values (${userId}, 'chat',
@@ -118,7 +111,7 @@ async function store(db: Sql, userId: string, exchange: Exchange): Promise<Messa
                                  'cached', ${exchange.cached}))
     )
     select * from inserted where role = 'assistant'`;
-  return { ...row, created_at: row.created_at.toISOString() };
+  return MessageItem.parse({ ...row, created_at: row.created_at.toISOString() });
 }
 
 type Event =
@@ -149,120 +142,117 @@ function eventStream(events: AsyncGenerator<Event>, onHangUp = () => {}): Respon
 const wantsEvents = (req: Request) =>
   (req.headers.get("accept") ?? "").toLowerCase().includes("text/event-stream");
 
-export function createChatHandler(deps: ChatDeps = { sql, redis }) {
-  return defineFunction(
-    { name: "chat", methods: ["POST"], auth: "user", rateLimit: "ai", body: ChatRequest },
-    async ({ req, caller, profile: { plan }, body, config, requestId }) => {
-      requireAi(config);
-      const db = deps.sql();
-      const model = config.OPENAI_MODEL;
-      const ttl = config.AI_CACHE_TTL_SECONDS;
-      const call = { requestId, maxOutputTokens: plan.max_output_tokens };
+export const handler = defineFunction(
+  { name: "chat", methods: ["POST"], auth: "user", rateLimit: "ai", body: ChatRequest },
+  async ({ req, caller, profile: { plan }, body, config, requestId, sql: db, redis }) => {
+    requireAi(config);
+    const model = config.OPENAI_MODEL;
+    const ttl = config.AI_CACHE_TTL_SECONDS;
+    const call = { requestId, maxOutputTokens: plan.max_output_tokens };
 
-      const conversationId = body.conversation_id ?? crypto.randomUUID();
-      const earlier = body.conversation_id ? await history(db, caller.id, conversationId) : [];
-      if (body.conversation_id && earlier.length === 0) {
-        throw new ApiError("not_found", "no such conversation");
-      }
-      const turns: ChatTurn[] = [
-        ...withinBudget(earlier, body.message, plan.chat_history_chars),
-        { role: "user", content: body.message },
-      ];
-      const key = await aiCacheKey({
-        prompt: PROMPT_VERSION,
-        function: "chat",
-        model,
-        user: caller.id,
-        messages: turns.map(({ role, content }) => ({ role, content: content.trim() })),
-      });
+    const conversationId = body.conversation_id ?? crypto.randomUUID();
+    const earlier = body.conversation_id ? await history(db, caller.id, conversationId) : [];
+    if (body.conversation_id && earlier.length === 0) {
+      throw new ApiError("not_found", "no such conversation");
+    }
+    const turns: ChatTurn[] = [
+      ...withinBudget(earlier, body.message, plan.chat_history_chars),
+      { role: "user", content: body.message },
+    ];
+    const key = await aiCacheKey({
+      prompt: PROMPT_VERSION,
+      function: "chat",
+      model,
+      user: caller.id,
+      messages: turns.map(({ role, content }) => ({ role, content: content.trim() })),
+    });
 
-      const cached = await readAiCache<string>(deps.redis(), db, key, ttl);
-      const exchange = (reply: string): Exchange => ({
-        conversationId,
-        message: body.message,
-        reply: storable(reply),
-        model,
-        cached: cached !== null,
-      });
-      const response = (reply: MessageItem, usage: Usage): ChatResponse => ({
-        conversation_id: conversationId,
-        reply,
-        cached: cached !== null,
-        usage,
-      });
-      const replyEvents = (reply: string, done: () => Promise<ChatResponse>) =>
-        eventStream((async function* (): AsyncGenerator<Event> {
-          yield ["delta", { text: reply }];
-          yield ["done", await done()];
-        })());
+    const cached = await readAiCache<string>(redis, db, key, ttl);
+    const exchange = (reply: string): Exchange => ({
+      conversationId,
+      message: body.message,
+      reply: storable(reply),
+      model,
+      cached: cached !== null,
+    });
+    const response = (reply: MessageItem, usage: Usage): ChatResponse => ({
+      conversation_id: conversationId,
+      reply,
+      cached: cached !== null,
+      usage,
+    });
+    const replyEvents = (reply: string, done: () => Promise<ChatResponse>) =>
+      eventStream((async function* (): AsyncGenerator<Event> {
+        yield ["delta", { text: reply }];
+        yield ["done", await done()];
+      })());
 
-      if (cached !== null && plan.cache_hit_cost === 0) {
-        // A free answer is not stored: nothing a caller can do for free grows a table.
-        const answer = response(replyItem(exchange(cached)), await currentUsage(db, caller.id));
-        return wantsEvents(req) ? replyEvents(cached, () => Promise.resolve(answer)) : json(answer);
-      }
+    if (cached !== null && plan.cache_hit_cost === 0) {
+      // A free answer is not stored: nothing a caller can do for free grows a table.
+      const answer = response(replyItem(exchange(cached)), await currentUsage(db, caller.id));
+      return wantsEvents(req) ? replyEvents(cached, () => Promise.resolve(answer)) : json(answer);
+    }
 
-      const charge = await Charge.take(db, caller.id, requestId, cached ? plan.cache_hit_cost : 1);
-      /** Delivers a whole reply: stored, cached when fresh, and answered even if storing fails. */
-      const deliver = async (reply: string): Promise<ChatResponse> => {
-        const made = exchange(reply);
-        const [message] = await Promise.all([
-          charge.deliver(() => store(db, caller.id, made), () => replyItem(made)),
-          cached !== null ? undefined : writeAiCache(deps.redis(), db, {
-            key,
-            answer: made.reply,
-            model,
-            ttlSeconds: ttl,
-            owner: caller.id,
-          }),
-        ]);
-        return response(message, charge.usage);
-      };
+    const charge = await Charge.take(db, caller.id, requestId, cached ? plan.cache_hit_cost : 1);
+    /** Delivers a whole reply: stored, cached when fresh, and answered even if storing fails. */
+    const deliver = async (reply: string): Promise<ChatResponse> => {
+      const made = exchange(reply);
+      const [message] = await Promise.all([
+        charge.deliver(() => store(db, caller.id, made), () => replyItem(made)),
+        cached !== null ? undefined : writeAiCache(redis, db, {
+          key,
+          answer: made.reply,
+          model,
+          ttlSeconds: ttl,
+          owner: caller.id,
+        }),
+      ]);
+      return response(message, charge.usage);
+    };
 
-      if (cached !== null) {
-        charge.delivered();
-        return wantsEvents(req)
-          ? replyEvents(cached, () => deliver(cached))
-          : json(await deliver(cached));
-      }
-      if (!wantsEvents(req)) {
-        let reply: string;
-        try {
-          reply = await chatReply(config, turns, call);
-        } catch (error) {
-          throw await charge.failed(error);
-        }
-        return json(await deliver(reply));
-      }
-
-      let stream: ReplyStream;
+    if (cached !== null) {
+      charge.delivered();
+      return wantsEvents(req)
+        ? replyEvents(cached, () => deliver(cached))
+        : json(await deliver(cached));
+    }
+    if (!wantsEvents(req)) {
+      let reply: string;
       try {
-        stream = await streamChatReply(config, turns, call);
+        reply = await chatReply(config, turns, call);
       } catch (error) {
         throw await charge.failed(error);
       }
-      let hungUp = false;
-      async function* events(): AsyncGenerator<Event> {
-        let reply = "";
-        try {
-          for await (const text of stream) {
-            reply += text;
-            charge.delivered();
-            yield ["delta", { text }];
-          }
-          if (hungUp) return;
-          yield ["done", await deliver(reply)];
-        } catch (error) {
-          if (hungUp) return;
-          const answered = await charge.failed(error);
-          yield ["error", errorEnvelope(toApiError(answered, "chat", requestId), requestId)];
+      return json(await deliver(reply));
+    }
+
+    let stream: ReplyStream;
+    try {
+      stream = await streamChatReply(config, turns, call);
+    } catch (error) {
+      throw await charge.failed(error);
+    }
+    let hungUp = false;
+    async function* events(): AsyncGenerator<Event> {
+      let reply = "";
+      try {
+        for await (const text of stream) {
+          reply += text;
+          charge.delivered();
+          yield ["delta", { text }];
         }
+        if (hungUp) return;
+        yield ["done", await deliver(reply)];
+      } catch (error) {
+        if (hungUp) return;
+        const answered = await charge.failed(error);
+        yield ["error", errorEnvelope(toApiError(answered, "chat", requestId), requestId)];
       }
-      return eventStream(events(), () => {
-        hungUp = true;
-        stream.cancel();
-        void charge.failed(new Error("the client hung up"));
-      });
-    },
-  );
-}
+    }
+    return eventStream(events(), () => {
+      hungUp = true;
+      stream.cancel();
+      void charge.failed(new Error("the client hung up"));
+    });
+  },
+);

@@ -1,3 +1,3 @@
-import { createChatHandler } from "./handler.ts";
+import { handler } from "./handler.ts";
 
-Deno.serve(createChatHandler());
+Deno.serve(handler);

@@ -1,10 +1,7 @@
-import type { Redis } from "@upstash/redis";
 import type { HealthResponse } from "../_shared/contracts.ts";
-import { type Sql, sql } from "../_shared/db.ts";
 import { json } from "../_shared/http.ts";
 import { errorMessage, log } from "../_shared/log.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
-import { redis } from "../_shared/redis.ts";
 import { withTimeout } from "../_shared/timeout.ts";
 
 /**
@@ -15,46 +12,39 @@ import { withTimeout } from "../_shared/timeout.ts";
  * nothing to the database.
  */
 
-export interface HealthDeps {
-  sql: () => Sql;
-  redis: () => Redis;
-}
-
 type Dependency = keyof HealthResponse["checks"];
 
-export function createHealthHandler(deps: HealthDeps = { sql, redis }) {
-  return defineFunction(
-    { name: "health", methods: ["GET"], auth: "none", rateLimit: "general" },
-    async ({ config, requestId }) => {
-      const check = async (dependency: Dependency, probe: () => Promise<unknown>) => {
-        const started = performance.now();
-        try {
-          await withTimeout(probe(), config.HEALTH_CHECK_TIMEOUT_MS, dependency);
-          return "ok" as const;
-        } catch (error) {
-          log.warn("health check failed", {
-            function: "health",
-            request_id: requestId,
-            dependency,
-            error: errorMessage(error),
-            duration_ms: Math.round(performance.now() - started),
-            version: config.APP_VERSION,
-          });
-          return "down" as const;
-        }
-      };
-      const [database, cache] = await Promise.all([
-        check("database", () => deps.sql()`select 1`),
-        check("redis", () => deps.redis().ping()),
-      ]);
-      const ok = database === "ok" && cache === "ok";
-      return json(
-        {
-          status: ok ? "ok" : "degraded",
-          checks: { database, redis: cache },
-        } satisfies HealthResponse,
-        { status: ok ? 200 : 503 },
-      );
-    },
-  );
-}
+export const handler = defineFunction(
+  { name: "health", methods: ["GET"], auth: "none", rateLimit: "general" },
+  async ({ config, requestId, sql, redis }) => {
+    const check = async (dependency: Dependency, probe: () => Promise<unknown>) => {
+      const started = performance.now();
+      try {
+        await withTimeout(probe(), config.HEALTH_CHECK_TIMEOUT_MS, dependency);
+        return "ok" as const;
+      } catch (error) {
+        log.warn("health check failed", {
+          function: "health",
+          request_id: requestId,
+          dependency,
+          error: errorMessage(error),
+          duration_ms: Math.round(performance.now() - started),
+          version: config.APP_VERSION,
+        });
+        return "down" as const;
+      }
+    };
+    const [database, cache] = await Promise.all([
+      check("database", () => sql`select 1`),
+      check("redis", () => redis.ping()),
+    ]);
+    const ok = database === "ok" && cache === "ok";
+    return json(
+      {
+        status: ok ? "ok" : "degraded",
+        checks: { database, redis: cache },
+      } satisfies HealthResponse,
+      { status: ok ? 200 : 503 },
+    );
+  },
+);

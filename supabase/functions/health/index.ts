@@ -1,3 +1,3 @@
-import { createHealthHandler } from "./handler.ts";
+import { handler } from "./handler.ts";
 
-Deno.serve(createHealthHandler());
+Deno.serve(handler);

@@ -1,11 +1,7 @@
-import {
-  type AnalysisItem,
-  HistoryQuery,
-  type HistoryResponse,
-  type MessageItem,
-} from "../_shared/contracts.ts";
+import { z } from "zod";
+import { HistoryQuery, HistoryResponse } from "../_shared/contracts.ts";
 import { decodeCursor, encodeCursor, type Position } from "../_shared/cursor.ts";
-import { asUser, type Sql, sql, type Tx } from "../_shared/db.ts";
+import { asUser, type Tx } from "../_shared/db.ts";
 import { ApiError } from "../_shared/errors.ts";
 import { json } from "../_shared/http.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
@@ -25,43 +21,42 @@ import { defineFunction } from "../_shared/pipeline.ts";
  * where the history ends unless an operator keeps more (and then `has_more` says so).
  */
 
-export interface HistoryDeps {
-  sql: () => Sql;
-}
-
 const MAX_WINDOWS = 12;
 
-interface PageRow {
-  items: (AnalysisItem | MessageItem)[];
-  next_before_created_at: string | null;
-  next_before_id: string | null;
-  has_more: boolean;
-}
+/** The row of a `*_page` function; its items are parsed with the whole answer. */
+const PageRow = z.object({
+  items: z.array(z.unknown()),
+  next_before_created_at: z.string().nullable(),
+  next_before_id: z.string().nullable(),
+  has_more: z.boolean(),
+});
+const PAGE_COLUMNS = Object.keys(PageRow.shape).join(", ");
 
-function windowPage(
+async function windowPage(
   tx: Tx,
   query: HistoryQuery,
   userId: string,
   before: Position | null,
   limit: number,
-): Promise<PageRow[]> {
+) {
   const at = before?.created_at ?? null;
   const id = before?.id ?? null;
-  return query.type === "analyses"
-    ? tx<PageRow[]>`
-        select items, next_before_created_at, next_before_id, has_more
+  const [row] = query.type === "analyses"
+    ? await tx`
+        select ${tx.unsafe(PAGE_COLUMNS)}
           from public.analyses_page(${userId}::uuid, ${at}::timestamptz, ${id}::uuid, ${limit})`
-    : tx<PageRow[]>`
-        select items, next_before_created_at, next_before_id, has_more
+    : await tx`
+        select ${tx.unsafe(PAGE_COLUMNS)}
           from public.chat_messages_page(${userId}::uuid, ${at}::timestamptz, ${id}::uuid,
                                          ${limit}, ${query.conversation_id ?? null}::uuid)`;
+  return PageRow.parse(row);
 }
 
 async function fullPage(tx: Tx, query: HistoryQuery, userId: string, from: Position | null) {
-  const items: PageRow["items"] = [];
+  const items: unknown[] = [];
   let before = from;
   for (let window = 0; window < MAX_WINDOWS; window++) {
-    const [page] = await windowPage(tx, query, userId, before, query.limit - items.length);
+    const page = await windowPage(tx, query, userId, before, query.limit - items.length);
     items.push(...page.items);
     before = page.has_more
       ? { created_at: page.next_before_created_at!, id: page.next_before_id! }
@@ -71,29 +66,27 @@ async function fullPage(tx: Tx, query: HistoryQuery, userId: string, from: Posit
   return { items, next: before };
 }
 
-export function createHistoryHandler(deps: HistoryDeps = { sql }) {
-  return defineFunction(
-    { name: "history", methods: ["GET"], auth: "user", rateLimit: "general", query: HistoryQuery },
-    async ({ caller, query }) => {
-      if (query.conversation_id && query.type !== "messages") {
-        throw new ApiError("validation_failed", "conversation_id: only applies to type=messages", {
-          field: "conversation_id",
-        });
-      }
-      const from = query.cursor ? decodeCursor(query.type, query.cursor, "cursor") : null;
-      const { items, next } = await asUser(
-        deps.sql(),
-        caller,
-        (tx) => fullPage(tx, query, caller.id, from),
-      );
-      return json(
-        {
-          type: query.type,
-          items,
-          next_cursor: next ? encodeCursor(query.type, next) : null,
-          has_more: next !== null,
-        } as HistoryResponse,
-      );
-    },
-  );
-}
+export const handler = defineFunction(
+  { name: "history", methods: ["GET"], auth: "user", rateLimit: "general", query: HistoryQuery },
+  async ({ caller, query, sql }) => {
+    if (query.conversation_id && query.type !== "messages") {
+      throw new ApiError("validation_failed", "conversation_id: only applies to type=messages", {
+        field: "conversation_id",
+      });
+    }
+    const from = query.cursor ? decodeCursor(query.type, query.cursor, "cursor") : null;
+    const { items, next } = await asUser(
+      sql,
+      caller,
+      (tx) => fullPage(tx, query, caller.id, from),
+    );
+    return json(
+      {
+        type: query.type,
+        items,
+        next_cursor: next ? encodeCursor(query.type, next) : null,
+        has_more: next !== null,
+      } as HistoryResponse,
+    );
+  },
+);

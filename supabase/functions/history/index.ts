@@ -1,3 +1,3 @@
-import { createHistoryHandler } from "./handler.ts";
+import { handler } from "./handler.ts";
 
-Deno.serve(createHistoryHandler());
+Deno.serve(handler);

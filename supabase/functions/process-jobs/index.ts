@@ -1,3 +1,3 @@
-import { createProcessJobsHandler } from "./handler.ts";
+import { handler } from "./handler.ts";
 
-Deno.serve(createProcessJobsHandler());
+Deno.serve(handler);

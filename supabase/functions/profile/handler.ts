@@ -2,17 +2,20 @@ import type { Redis } from "@upstash/redis";
 import type { Caller } from "../_shared/auth.ts";
 import {
   type ProfileDeleteResponse,
-  type ProfileResponse,
   ProfileUpdateRequest,
   type Settings,
 } from "../_shared/contracts.ts";
-import { asUser, type Sql, sql } from "../_shared/db.ts";
+import { asUser, type Sql } from "../_shared/db.ts";
 import { ApiError } from "../_shared/errors.ts";
 import { json } from "../_shared/http.ts";
 import { errorMessage, log } from "../_shared/log.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
-import { forgetProfile, type Profile, refreshProfile } from "../_shared/profile-cache.ts";
-import { redis } from "../_shared/redis.ts";
+import {
+  forgetProfile,
+  type Profile,
+  profileResponse,
+  refreshProfile,
+} from "../_shared/profile-cache.ts";
 
 /**
  * `profile`: the caller's own account.
@@ -29,42 +32,32 @@ import { redis } from "../_shared/redis.ts";
  *           tombstone, so the caller's still-valid token is refused from then on.
  */
 
-export interface ProfileDeps {
-  sql: () => Sql;
-  redis: () => Redis;
+/** What the account's reads and writes go through: the context's clients. */
+interface Clients {
+  sql: Sql;
+  redis: Redis;
 }
 
 const gone = () => new ApiError("unauthorized", "this account no longer exists");
 
-function profileResponse(profile: Profile, email: string | null): ProfileResponse {
-  return {
-    id: profile.id,
-    email,
-    plan: profile.plan,
-    settings: profile.settings as Settings,
-    subscription_status: profile.subscription_status,
-  };
-}
-
 async function updateSettings(
-  deps: ProfileDeps,
+  { sql: db, redis }: Clients,
   caller: Extract<Caller, { kind: "user" }>,
   settings: Settings,
 ): Promise<Profile> {
-  const db = deps.sql();
   const updated = await asUser(db, caller, (tx) =>
     tx`update public.profiles
           set settings = settings || ${tx.json(settings)}
         where id = ${caller.id}
         returning id`);
   if (updated.length === 0) throw gone();
-  const profile = await refreshProfile(deps.redis(), db, caller.id);
+  const profile = await refreshProfile(redis, db, caller.id);
   if (!profile) throw gone();
   return profile;
 }
 
-async function deleteAccount(deps: ProfileDeps, userId: string): Promise<void> {
-  const deleted = await deps.sql().begin(async (tx) => {
+async function deleteAccount({ sql: db, redis }: Clients, userId: string): Promise<void> {
+  const deleted = await db.begin(async (tx) => {
     // Locked, so no subscription can be attached to the account between this read and the end.
     const [account] = await tx<{ customer_id: string | null }[]>`
       select stripe_customer_id as customer_id
@@ -88,7 +81,7 @@ async function deleteAccount(deps: ProfileDeps, userId: string): Promise<void> {
   });
   if (!deleted) throw gone();
   try {
-    await forgetProfile(deps.redis(), userId);
+    await forgetProfile(redis, userId);
   } catch (error) {
     // The account is gone either way; its cache entry then lapses within PROFILE_TTL_SECONDS.
     log.warn("profile tombstone not written", {
@@ -98,27 +91,25 @@ async function deleteAccount(deps: ProfileDeps, userId: string): Promise<void> {
   }
 }
 
-export function createProfileHandler(deps: ProfileDeps = { sql, redis }) {
-  return defineFunction(
-    {
-      name: "profile",
-      methods: ["GET", "PATCH", "DELETE"],
-      auth: "user",
-      rateLimit: "general",
-      body: ProfileUpdateRequest,
-    },
-    async ({ req, caller, profile, body }) => {
-      switch (req.method) {
-        case "PATCH": {
-          const updated = await updateSettings(deps, caller, body.settings);
-          return json(profileResponse(updated, caller.email));
-        }
-        case "DELETE":
-          await deleteAccount(deps, caller.id);
-          return json({ deleted: true } satisfies ProfileDeleteResponse);
-        default:
-          return json(profileResponse(profile, caller.email));
+export const handler = defineFunction(
+  {
+    name: "profile",
+    methods: ["GET", "PATCH", "DELETE"],
+    auth: "user",
+    rateLimit: "general",
+    body: ProfileUpdateRequest,
+  },
+  async ({ req, caller, profile, body, sql, redis }) => {
+    switch (req.method) {
+      case "PATCH": {
+        const updated = await updateSettings({ sql, redis }, caller, body.settings);
+        return json(profileResponse(updated, caller.email));
       }
-    },
-  );
-}
+      case "DELETE":
+        await deleteAccount({ sql, redis }, caller.id);
+        return json({ deleted: true } satisfies ProfileDeleteResponse);
+      default:
+        return json(profileResponse(profile, caller.email));
+    }
+  },
+);

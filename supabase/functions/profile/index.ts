@@ -1,3 +1,3 @@
-import { createProfileHandler } from "./handler.ts";
+import { handler } from "./handler.ts";
 
-Deno.serve(createProfileHandler());
+Deno.serve(handler);

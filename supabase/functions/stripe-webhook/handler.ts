@@ -1,4 +1,3 @@
-import { type Sql, sql } from "../_shared/db.ts";
 import { ApiError } from "../_shared/errors.ts";
 import { json, readBodyText } from "../_shared/http.ts";
 import { STRIPE_EVENT_TYPES } from "../_shared/jobs/stripe-apply-event.ts";
@@ -13,27 +12,22 @@ import { verifyWebhook, webhookSecrets } from "../_shared/stripe.ts";
  * least once) finds the event recorded and enqueues nothing.
  */
 
-export interface StripeWebhookDeps {
-  sql: () => Sql;
-}
-
 const HANDLED = new Set<string>(STRIPE_EVENT_TYPES);
 
 /** Jobs that apply events run before background chores. */
 const APPLY_PRIORITY = -10;
 
-export function createStripeWebhookHandler(deps: StripeWebhookDeps = { sql }) {
-  return defineFunction(
-    { name: "stripe-webhook", methods: ["POST"], auth: "none" },
-    async ({ req, config }) => {
-      const secrets = webhookSecrets(config);
-      if (secrets.length === 0) {
-        throw new ApiError("billing_unavailable", "the Stripe webhook is not configured");
-      }
-      const rawBody = await readBodyText(req, config.MAX_BODY_BYTES);
-      const event = await verifyWebhook(rawBody, req.headers.get("stripe-signature"), secrets);
-      if (HANDLED.has(event.type)) {
-        await deps.sql()`
+export const handler = defineFunction(
+  { name: "stripe-webhook", methods: ["POST"], auth: "none" },
+  async ({ req, config, sql }) => {
+    const secrets = webhookSecrets(config);
+    if (secrets.length === 0) {
+      throw new ApiError("billing_unavailable", "the Stripe webhook is not configured");
+    }
+    const rawBody = await readBodyText(req, config.MAX_BODY_BYTES);
+    const event = await verifyWebhook(rawBody, req.headers.get("stripe-signature"), secrets);
+    if (HANDLED.has(event.type)) {
+      await sql`
           with recorded as (
             insert into public.stripe_events (id, type, created, payload)
             values (${event.id}, ${event.type}, to_timestamp(${event.created}), ${rawBody}::text::jsonb)
@@ -44,8 +38,7 @@ export function createStripeWebhookHandler(deps: StripeWebhookDeps = { sql }) {
                    'stripe.apply_event', jsonb_build_object('event_id', id), now(),
                    ${APPLY_PRIORITY}, 'stripe.apply_event:' || id)
             from recorded`;
-      }
-      return json({ received: true });
-    },
-  );
-}
+    }
+    return json({ received: true });
+  },
+);

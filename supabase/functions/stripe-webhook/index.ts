@@ -1,3 +1,3 @@
-import { createStripeWebhookHandler } from "./handler.ts";
+import { handler } from "./handler.ts";
 
-Deno.serve(createStripeWebhookHandler());
+Deno.serve(handler);

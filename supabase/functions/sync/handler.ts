@@ -1,17 +1,12 @@
-import {
-  type AnalysisItem,
-  type MessageItem,
-  type ProfileResponse,
-  SyncQuery,
-  type SyncResponse,
-  type Usage,
-} from "../_shared/contracts.ts";
+import { z } from "zod";
+import { AnalysisItem, MessageItem, SyncQuery, type SyncResponse } from "../_shared/contracts.ts";
 import { decodeCursor, encodeCursor, type Position } from "../_shared/cursor.ts";
-import { asUser, type Sql, sql, type Tx } from "../_shared/db.ts";
+import { asUser, jsonObjectSql, type Sql, type Tx } from "../_shared/db.ts";
 import { ApiError } from "../_shared/errors.ts";
 import { json } from "../_shared/http.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
-import { planJson } from "../_shared/profile-cache.ts";
+import { Profile, PROFILE_JSON, profileResponse } from "../_shared/profile-cache.ts";
+import { USAGE_COLUMNS, usageOf } from "../_shared/usage.ts";
 
 /**
  * `GET sync?since=<cursor>`: what changed for the caller since the cursor (their analyses and
@@ -35,35 +30,23 @@ import { planJson } from "../_shared/profile-cache.ts";
  * cursor taken in between.
  */
 
-export interface SyncDeps {
-  sql: () => Sql;
-}
-
 /** Most rows of each table in one answer. */
 const BATCH = 100;
 const MORE_WAITING_S = 1;
 const NIL_ID = "00000000-0000-0000-0000-000000000000";
 
-interface State {
-  profile: Omit<ProfileResponse, "email">;
-  used: number;
-  quota: number;
-  remaining: number;
-  period_resets_at: Date;
-  marker: string;
-  member_since: string;
-  next_sync_in_s: number;
-}
+const State = z.object({
+  profile: Profile,
+  marker: z.string(),
+  member_since: z.string(),
+  next_sync_in_s: z.number().int(),
+});
 
 /** The one cheap read: everything but the event rows, and the marker that stands for them. */
-async function readState(db: Sql, userId: string): Promise<State | null> {
-  const [state] = await db<State[]>`
-    select json_build_object(
-              'id', p.id,
-              'plan', ${planJson(db)},
-              'settings', p.settings,
-              'subscription_status', p.subscription_status) as profile,
-            u.used, u.quota, u.remaining, u.period_resets_at,
+async function readState(db: Sql, userId: string) {
+  const [row] = await db`
+    select ${db.unsafe(PROFILE_JSON)} as profile,
+            ${db.unsafe(USAGE_COLUMNS)},
             coalesce(m.version, 0)::text as marker,
             to_char(p.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as member_since,
             case when p.last_active_at > now() - interval '1 hour' then 30
@@ -74,7 +57,7 @@ async function readState(db: Sql, userId: string): Promise<State | null> {
        left join public.sync_markers as m on m.user_id = p.id
       cross join lateral public.current_usage(p.id) as u
       where p.id = ${userId}`;
-  return state ?? null;
+  return row ? { ...State.parse(row), usage: usageOf(row).usage } : null;
 }
 
 async function etagOf(parts: unknown[]): Promise<string> {
@@ -95,44 +78,46 @@ function matches(ifNoneMatch: string | null, etag: string): boolean {
   });
 }
 
-interface EventRow<T> {
+/** An event table sync reads, and the contract of the items it answers from it. */
+interface EventSource<T extends z.ZodObject> {
+  table: string;
   item: T;
-  at: string;
-  id: string;
+  /** The item as JSON, from the table's row aliased `e`. */
+  json: string;
 }
+
+const eventSource = <T extends z.ZodObject>(table: string, item: T): EventSource<T> => ({
+  table,
+  item,
+  json: jsonObjectSql(item, "e"),
+});
+
+const ANALYSES = eventSource("public.analyses", AnalysisItem);
+const MESSAGES = eventSource("public.chat_messages", MessageItem);
 
 /**
  * The caller's rows of one table after `from`: the oldest first when catching up from a
  * cursor (so a batch never skips over a row), the newest first without one. The lower bound on
  * created_at lets Postgres skip the months before it.
  */
-function events<T>(
+async function events<T extends z.ZodObject>(
   tx: Tx,
-  table: "analyses" | "messages",
+  source: EventSource<T>,
   userId: string,
   from: Position,
   catchUp: boolean,
 ) {
-  const source = table === "analyses"
-    ? tx`jsonb_build_object(
-           'id', e.id, 'created_at', e.created_at, 'analysis_type', e.analysis_type,
-           'input_kind', e.input_kind, 'model', e.model, 'cached', e.cached, 'result', e.result)
-           as item, e.id, e.created_at
-         from public.analyses as e`
-    : tx`jsonb_build_object(
-           'id', e.id, 'created_at', e.created_at, 'conversation_id', e.conversation_id,
-           'role', e.role, 'content', e.content, 'model', e.model)
-           as item, e.id, e.created_at
-         from public.chat_messages as e`;
   const order = catchUp ? tx`e.created_at, e.id` : tx`e.created_at desc, e.id desc`;
-  return tx<EventRow<T>[]>`
+  const rows = await tx`
     select item, to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as at, id
-      from (select ${source}
+      from (select ${tx.unsafe(source.json)} as item, e.id, e.created_at
+              from ${tx.unsafe(source.table)} as e
              where e.user_id = ${userId}
                and e.created_at >= ${from.created_at}::timestamptz
                and (e.created_at, e.id) > (${from.created_at}::timestamptz, ${from.id}::uuid)
              order by ${order}
              limit ${catchUp ? BATCH + 1 : BATCH}) as rows`;
+  return z.array(z.object({ item: source.item, at: z.string(), id: z.string() })).parse(rows);
 }
 
 const newestFirst = (a: { at: string; id: string }, b: { at: string; id: string }) =>
@@ -154,8 +139,8 @@ async function readChanges(
   const from = since ?? { created_at: memberSince, id: NIL_ID };
   const catchUp = since !== null;
   const [analyses, messages] = await Promise.all([
-    events<AnalysisItem>(tx, "analyses", userId, from, catchUp),
-    events<MessageItem>(tx, "messages", userId, from, catchUp),
+    events(tx, ANALYSES, userId, from, catchUp),
+    events(tx, MESSAGES, userId, from, catchUp),
   ]);
   const tagged = [
     ...analyses.map((row) => ({ ...row, kind: "analysis" as const })),
@@ -166,58 +151,50 @@ async function readChanges(
   const batch = catchUp ? tagged.slice(-BATCH) : tagged;
   const newest = batch[0];
   return {
-    analyses: batch.filter((row) => row.kind === "analysis").map((row) => row.item as AnalysisItem),
-    messages: batch.filter((row) => row.kind === "message").map((row) => row.item as MessageItem),
+    analyses: batch.flatMap((row) => row.kind === "analysis" ? [row.item] : []),
+    messages: batch.flatMap((row) => row.kind === "message" ? [row.item] : []),
     cursor: newest ? { created_at: newest.at, id: newest.id } : from,
     moreWaiting: batch.length < tagged.length,
   };
 }
 
-export function createSyncHandler(deps: SyncDeps = { sql }) {
-  return defineFunction(
-    { name: "sync", methods: ["GET"], auth: "user", rateLimit: "general", query: SyncQuery },
-    async ({ req, caller, query }) => {
-      const since = query.since ? decodeCursor("sync", query.since, "since") : null;
-      const db = deps.sql();
-      const state = await readState(db, caller.id);
-      if (!state) throw new ApiError("unauthorized", "this account no longer exists");
+export const handler = defineFunction(
+  { name: "sync", methods: ["GET"], auth: "user", rateLimit: "general", query: SyncQuery },
+  async ({ req, caller, query, sql: db }) => {
+    const since = query.since ? decodeCursor("sync", query.since, "since") : null;
+    const state = await readState(db, caller.id);
+    if (!state) throw new ApiError("unauthorized", "this account no longer exists");
 
-      const profile: ProfileResponse = { ...state.profile, email: caller.email };
-      const usage: Usage = {
-        used: state.used,
-        quota: state.quota,
-        remaining: state.remaining,
-        resets_at: state.period_resets_at.toISOString(),
-      };
-      const etag = await etagOf([
-        caller.id,
-        query.since ?? null,
-        state.marker,
+    const profile = profileResponse(state.profile, caller.email);
+    const { usage } = state;
+    const etag = await etagOf([
+      caller.id,
+      query.since ?? null,
+      state.marker,
+      profile,
+      usage,
+      state.next_sync_in_s,
+    ]);
+    const headers = { etag, "cache-control": "private, no-cache" };
+    if (matches(req.headers.get("if-none-match"), etag)) {
+      return new Response(null, { status: 304, headers });
+    }
+
+    const changes = await asUser(
+      db,
+      caller,
+      (tx) => readChanges(tx, caller.id, since, state.member_since),
+    );
+    return json(
+      {
+        analyses: changes.analyses,
+        messages: changes.messages,
         profile,
         usage,
-        state.next_sync_in_s,
-      ]);
-      const headers = { etag, "cache-control": "private, no-cache" };
-      if (matches(req.headers.get("if-none-match"), etag)) {
-        return new Response(null, { status: 304, headers });
-      }
-
-      const changes = await asUser(
-        db,
-        caller,
-        (tx) => readChanges(tx, caller.id, since, state.member_since),
-      );
-      return json(
-        {
-          analyses: changes.analyses,
-          messages: changes.messages,
-          profile,
-          usage,
-          cursor: encodeCursor("sync", changes.cursor),
-          next_sync_in_s: changes.moreWaiting ? MORE_WAITING_S : state.next_sync_in_s,
-        } satisfies SyncResponse,
-        { headers },
-      );
-    },
-  );
-}
+        cursor: encodeCursor("sync", changes.cursor),
+        next_sync_in_s: changes.moreWaiting ? MORE_WAITING_S : state.next_sync_in_s,
+      } satisfies SyncResponse,
+      { headers },
+    );
+  },
+);

@@ -1,3 +1,3 @@
-import { createSyncHandler } from "./handler.ts";
+import { handler } from "./handler.ts";
 
-Deno.serve(createSyncHandler());
+Deno.serve(handler);

@@ -1,6 +1,4 @@
-import type { Redis } from "@upstash/redis";
 import type { UsageResponse } from "../_shared/contracts.ts";
-import { type Sql, sql } from "../_shared/db.ts";
 import { json } from "../_shared/http.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
 import {
@@ -9,7 +7,6 @@ import {
   type RateLimitClass,
   type RateLimitStanding,
 } from "../_shared/rate-limit.ts";
-import { redis } from "../_shared/redis.ts";
 import { currentUsage } from "../_shared/usage.ts";
 
 /**
@@ -20,33 +17,26 @@ import { currentUsage } from "../_shared/usage.ts";
  * is down (as the limits themselves are then enforced).
  */
 
-export interface UsageDeps {
-  sql: () => Sql;
-  redis: () => Redis;
-}
-
 const rateWindow = (standing: RateLimitStanding) => ({
   limit: standing.limit,
   remaining: standing.remaining,
   resets_at: new Date(standing.resetAt).toISOString(),
 });
 
-export function createUsageHandler(deps: UsageDeps = { sql, redis }) {
-  const rateLimiter = createRateLimiter(deps);
-  return defineFunction(
-    { name: "usage", methods: ["GET"], auth: "user", rateLimit: "general" },
-    async ({ caller, profile }) => {
-      // Issued in one tick, the three reads share one Upstash round trip.
-      const standing = (rateClass: RateLimitClass) =>
-        rateLimiter.remaining(rateClass, caller.id, limitOf(profile.plan, rateClass))
-          .then(rateWindow);
-      const [usage, ai, general, upload] = await Promise.all([
-        currentUsage(deps.sql(), caller.id),
-        standing("ai"),
-        standing("general"),
-        standing("upload"),
-      ]);
-      return json({ usage, rate_limits: { ai, general, upload } } satisfies UsageResponse);
-    },
-  );
-}
+export const handler = defineFunction(
+  { name: "usage", methods: ["GET"], auth: "user", rateLimit: "general" },
+  async ({ caller, profile, sql, redis }) => {
+    const rateLimiter = createRateLimiter({ sql: () => sql, redis: () => redis });
+    // Issued in one tick, the three reads share one Upstash round trip.
+    const standing = (rateClass: RateLimitClass) =>
+      rateLimiter.remaining(rateClass, caller.id, limitOf(profile.plan, rateClass))
+        .then(rateWindow);
+    const [usage, ai, general, upload] = await Promise.all([
+      currentUsage(sql, caller.id),
+      standing("ai"),
+      standing("general"),
+      standing("upload"),
+    ]);
+    return json({ usage, rate_limits: { ai, general, upload } } satisfies UsageResponse);
+  },
+);

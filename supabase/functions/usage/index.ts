@@ -1,3 +1,3 @@
-import { createUsageHandler } from "./handler.ts";
+import { handler } from "./handler.ts";
 
-Deno.serve(createUsageHandler());
+Deno.serve(handler);
