@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import * as contracts from "../supabase/functions/_shared/contracts.ts";
 import { statusOf } from "../supabase/functions/_shared/errors.ts";
+import { handler } from "../docs/examples/example-handler.ts";
+import { callHandler, createUser, stackTest } from "./support.ts";
 
 /**
  * The docs cannot drift from the code: the README stays a front door that links every page, and
@@ -75,4 +77,23 @@ Deno.test("the errors table gives every error code the status the code answers w
   for (const code of contracts.ERROR_CODES) {
     assert.equal(documented.get(code), statusOf(code), `${code} is documented with its status`);
   }
+});
+
+Deno.test("the example of Writing a function is the checked example file, word for word", async () => {
+  const page = await read("docs/functions.md");
+  const example = await read("docs/examples/example-handler.ts");
+  const shown = page.match(/```ts\n(export const handler = defineFunction[\s\S]*?)```/)?.[1];
+  assert.ok(shown, "docs/functions.md shows the example");
+  assert.ok(example.endsWith(shown), "the example in the docs is the end of the example file");
+});
+
+stackTest("the example handler answers a signed-in user in process", async () => {
+  const user = await createUser("docs-example");
+  const response = await callHandler(handler, "example", {
+    user,
+    method: "POST",
+    body: { text: "hello" },
+  });
+  assert.equal(response.status, 200);
+  assert.deepEqual(await response.json(), { user: user.id, length: 5, analyses: 0 });
 });

@@ -15,6 +15,7 @@ import {
   limitOf,
   type RateLimitClass,
   type RateLimitDecision,
+  type RateLimiter,
   rateLimitHeaders,
 } from "./rate-limit.ts";
 import { redis } from "./redis.ts";
@@ -72,6 +73,8 @@ export interface Context<
   sql: Sql;
   /** The isolate's Upstash client. */
   redis: Redis;
+  /** The isolate's rate limiter, the one admission uses (to read what is left, say). */
+  rateLimiter: RateLimiter;
   /**
    * The Stripe client of a function whose spec names `stripe`, made on first use (503
    * `billing_unavailable` where none is configured).
@@ -304,6 +307,7 @@ export function defineFunction<
           config: c,
           sql: sql(),
           redis: redis(),
+          rateLimiter,
           stripe: () =>
             spec.stripe
               ? spec.stripe(c)

@@ -1,12 +1,7 @@
 import type { UsageResponse } from "../_shared/contracts.ts";
 import { json } from "../_shared/http.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
-import {
-  createRateLimiter,
-  limitOf,
-  type RateLimitClass,
-  type RateLimitStanding,
-} from "../_shared/rate-limit.ts";
+import { limitOf, type RateLimitClass, type RateLimitStanding } from "../_shared/rate-limit.ts";
 import { currentUsage } from "../_shared/usage.ts";
 
 /**
@@ -25,8 +20,7 @@ const rateWindow = (standing: RateLimitStanding) => ({
 
 export const handler = defineFunction(
   { name: "usage", methods: ["GET"], auth: "user", rateLimit: "general" },
-  async ({ caller, profile, sql, redis }) => {
-    const rateLimiter = createRateLimiter({ sql: () => sql, redis: () => redis });
+  async ({ caller, profile, sql, rateLimiter }) => {
     // Issued in one tick, the three reads share one Upstash round trip.
     const standing = (rateClass: RateLimitClass) =>
       rateLimiter.remaining(rateClass, caller.id, limitOf(profile.plan, rateClass))
