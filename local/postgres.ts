@@ -159,8 +159,11 @@ export class LocalPostgres {
     await this.psqlFile(PLATFORM_SQL);
   }
 
-  /** Applies `supabase/migrations` with the Supabase CLI, as `supabase db push` does in hosting. */
-  async pushMigrations() {
+  /**
+   * Applies `supabase/migrations` with the Supabase CLI, as `supabase db push` does in hosting;
+   * `workdir` is the checkout whose migrations and config.toml the CLI reads.
+   */
+  async pushMigrations(workdir: string = PROJECT_ROOT) {
     await run(SUPABASE_CLI, [
       "db",
       "push",
@@ -171,7 +174,7 @@ export class LocalPostgres {
       // locally they are applied rather than refused, as a fresh database would apply them.
       "--include-all",
       "--workdir",
-      PROJECT_ROOT,
+      workdir,
     ], {
       // Without these the CLI looks up its telemetry host, which this machine cannot reach.
       env: {

@@ -7,6 +7,7 @@ import {
   LOCAL_JWT_SECRET,
   LOCAL_PORTS,
   LOCAL_SERVICE_ROLE_KEY,
+  LOCAL_STATE_DIR,
   LOCAL_SUPABASE_URL,
   LOCAL_UPSTASH_TOKEN,
   LOCAL_UPSTASH_URL,
@@ -28,10 +29,8 @@ import { ensureUser } from "./users.ts";
  */
 
 const PROJECT_ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
-/** Where this stack keeps its cluster, logs and pid file; tests use a throw-away one. */
-const STATE_DIR = Deno.env.get("STACK_STATE_DIR") ?? `${PROJECT_ROOT}/.local/dev`;
-const PID_FILE = `${STATE_DIR}/stack.pid`;
-const LOG_FILE = `${STATE_DIR}/stack.log`;
+const PID_FILE = `${LOCAL_STATE_DIR}/stack.pid`;
+const LOG_FILE = `${LOCAL_STATE_DIR}/stack.log`;
 const HEALTH_URL = `${LOCAL_SUPABASE_URL}/functions/v1/health`;
 
 /** What the functions read locally; any of it can be overridden from the environment. */
@@ -147,11 +146,11 @@ function startJobWorkerTrigger(serviceRoleKey: string): () => void {
 async function dev() {
   await ensureDependencies();
   refuseTakenPorts();
-  await Deno.mkdir(STATE_DIR, { recursive: true });
+  await Deno.mkdir(LOCAL_STATE_DIR, { recursive: true });
   Deno.writeTextFileSync(PID_FILE, `${Deno.pid}\n`);
 
-  const db = new LocalPostgres(STATE_DIR);
-  const cache = new LocalRedis(STATE_DIR);
+  const db = new LocalPostgres(LOCAL_STATE_DIR);
+  const cache = new LocalRedis(LOCAL_STATE_DIR);
   let bridge: UpstashBridge | undefined;
   let gateway: Gateway | undefined;
   let stopJobWorkerTrigger: (() => void) | undefined;
@@ -175,7 +174,6 @@ async function dev() {
   }
 
   try {
-    // Made first: the Supabase CLI reads it through config.toml's `signing_keys_path`.
     const key = await ensureSigningKey();
     const fresh = !(await db.initialised());
     if (fresh) {
@@ -224,7 +222,7 @@ async function up() {
   }
   await ensureDependencies();
   refuseTakenPorts();
-  await Deno.mkdir(STATE_DIR, { recursive: true });
+  await Deno.mkdir(LOCAL_STATE_DIR, { recursive: true });
   // setsid detaches the stack from this shell so it outlives `deno task up`; the shell's
   // redirection hands it the log file, so nothing it writes depends on this process.
   const quote = (value: string) => `'${value.replaceAll("'", `'\\''`)}'`;
@@ -265,8 +263,8 @@ async function down() {
     Deno.kill(-pid, "SIGKILL");
   }
   // The daemons belong to the stack even if its process died before stopping them.
-  await new LocalRedis(STATE_DIR).stop().catch(() => {});
-  await new LocalPostgres(STATE_DIR).stop().catch(() => {});
+  await new LocalRedis(LOCAL_STATE_DIR).stop().catch(() => {});
+  await new LocalPostgres(LOCAL_STATE_DIR).stop().catch(() => {});
   await Deno.remove(PID_FILE).catch(() => {});
   console.log("the local stack is stopped");
 }
