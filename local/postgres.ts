@@ -10,6 +10,7 @@ import { run } from "./process.ts";
 const BIN = "/usr/lib/postgresql/15/bin";
 const PLATFORM_SQL = new URL("./supabase-platform.sql", import.meta.url).pathname;
 const PROJECT_ROOT = new URL("..", import.meta.url).pathname;
+const SEED_SQL = `${PROJECT_ROOT}supabase/seed.sql`;
 
 const isRoot = Deno.uid() === 0;
 
@@ -157,6 +158,11 @@ export class LocalPostgres {
   /** The roles, schemas and auth functions hosted Supabase provides; see supabase-platform.sql. */
   async applyPlatform() {
     await this.psqlFile(PLATFORM_SQL);
+  }
+
+  /** Loads the demo data in `supabase/seed.sql`, as `supabase db reset` does; idempotent. */
+  async seed() {
+    await this.psqlFile(SEED_SQL);
   }
 
   /**

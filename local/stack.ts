@@ -23,8 +23,10 @@ import { ensureUser } from "./users.ts";
  * The local stack, without Docker: Postgres 15 and Redis from Debian, the Upstash-REST bridge,
  * and the functions gateway, on the ports `supabase start` uses.
  *
- *   dev            start in the foreground; Ctrl-C stops everything it started
- *   up / down      the same in the background; `up` returns once health answers 200
+ *   dev [--seed]   start in the foreground; Ctrl-C stops everything it started; --seed loads
+ *                  supabase/seed.sql (demo users and their history) after the migrations
+ *   up [--seed]    the same in the background; returns once health answers 200
+ *   down           stops what `up` started
  *   token <email>  create that user if needed and print an access token for them
  */
 
@@ -143,7 +145,7 @@ function startJobWorkerTrigger(serviceRoleKey: string): () => void {
   return () => clearInterval(timer);
 }
 
-async function dev() {
+async function dev(seed: boolean) {
   await ensureDependencies();
   refuseTakenPorts();
   await Deno.mkdir(LOCAL_STATE_DIR, { recursive: true });
@@ -183,7 +185,8 @@ async function dev() {
     await db.start();
     await db.applyPlatform();
     await db.pushMigrations();
-    console.log("postgres ready, migrations applied");
+    if (seed) await db.seed();
+    console.log(`postgres ready, migrations applied${seed ? ", seed.sql loaded" : ""}`);
 
     await cache.start();
     bridge = await startUpstashBridge({
@@ -214,10 +217,11 @@ async function dev() {
   }
 }
 
-async function up() {
+async function up(seed: boolean) {
   const running = readPid();
   if (running && processAlive(running) && await healthy()) {
-    console.log(`the local stack is already running (pid ${running})`);
+    if (seed) await new LocalPostgres(LOCAL_STATE_DIR).seed();
+    console.log(`the local stack is already running (pid ${running})${seed ? "; seeded" : ""}`);
     return;
   }
   await ensureDependencies();
@@ -227,6 +231,7 @@ async function up() {
   // redirection hands it the log file, so nothing it writes depends on this process.
   const quote = (value: string) => `'${value.replaceAll("'", `'\\''`)}'`;
   const command = [Deno.execPath(), "run", "-A", new URL(import.meta.url).pathname, "dev"]
+    .concat(seed ? ["--seed"] : [])
     .map(quote).join(" ");
   const child = new Deno.Command("sh", {
     args: ["-c", `exec setsid ${command} > ${quote(LOG_FILE)} 2>&1 < /dev/null`],
@@ -294,10 +299,10 @@ if (import.meta.main) {
   const [command, ...args] = Deno.args;
   switch (command) {
     case "dev":
-      await dev();
+      await dev(args.includes("--seed"));
       break;
     case "up":
-      await up();
+      await up(args.includes("--seed"));
       break;
     case "down":
       await down();
@@ -306,6 +311,6 @@ if (import.meta.main) {
       await token(args[0]);
       break;
     default:
-      fail("usage: stack.ts dev | up | down | token <email>");
+      fail("usage: stack.ts dev [--seed] | up [--seed] | down | token <email>");
   }
 }
