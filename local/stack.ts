@@ -27,6 +27,8 @@ import { ensureUser } from "./users.ts";
  *                  supabase/seed.sql (demo users and their history) after the migrations
  *   up [--seed]    the same in the background; returns once health answers 200
  *   down           stops what `up` started
+ *   redis          only Redis and the Upstash bridge, in the foreground, for use beside
+ *                  `supabase start` + `supabase functions serve` (the CLI's Docker stack)
  *   token <email>  create that user if needed and print an access token for them
  */
 
@@ -274,6 +276,46 @@ async function down() {
   console.log("the local stack is stopped");
 }
 
+/**
+ * Redis and the Upstash bridge alone, for the Supabase CLI's own stack, which has neither. The
+ * bridge listens on every interface: the functions run in a container under `supabase functions
+ * serve` and reach it at `http://host.docker.internal:<bridge port>` (supabase/functions/
+ * .env.example); its token is the well-known local one, so run it on a trusted network only.
+ */
+async function redisOnly() {
+  await ensureDependencies();
+  const taken = [LOCAL_PORTS.redis, LOCAL_PORTS.upstashBridge].filter((port) => portInUse(port));
+  if (taken.length > 0) fail(`port ${taken.join(", ")} already in use`);
+  const cache = new LocalRedis(LOCAL_STATE_DIR);
+  await cache.start();
+  const bridge = await startUpstashBridge({
+    hostname: "0.0.0.0",
+    port: LOCAL_PORTS.upstashBridge,
+    token: LOCAL_UPSTASH_TOKEN,
+    redisPort: LOCAL_PORTS.redis,
+  }).catch(async (error) => {
+    await cache.stop();
+    throw error;
+  });
+  console.log(
+    [
+      "",
+      "Redis is up behind the Upstash bridge (Ctrl-C stops both).",
+      `  from this machine       http://127.0.0.1:${LOCAL_PORTS.upstashBridge}`,
+      `  from functions serve    http://host.docker.internal:${LOCAL_PORTS.upstashBridge}`,
+      `  token                   ${LOCAL_UPSTASH_TOKEN}`,
+      "",
+    ].join("\n"),
+  );
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, async () => {
+      await bridge.close().catch(() => {});
+      await cache.stop().catch((e) => console.error(`redis: ${e.message}`));
+      Deno.exit(0);
+    });
+  }
+}
+
 async function token(email: string | undefined) {
   if (!email || !email.includes("@")) fail("usage: deno task token <email>");
   const env = functionEnv();
@@ -307,10 +349,13 @@ if (import.meta.main) {
     case "down":
       await down();
       break;
+    case "redis":
+      await redisOnly();
+      break;
     case "token":
       await token(args[0]);
       break;
     default:
-      fail("usage: stack.ts dev [--seed] | up [--seed] | down | token <email>");
+      fail("usage: stack.ts dev [--seed] | up [--seed] | down | redis | token <email>");
   }
 }
