@@ -146,10 +146,17 @@ async function part(info: Info, followDynamic: boolean): Promise<GraphPart> {
   };
 }
 
-/** The module graph of the function at `entry` (its `index.ts`). */
+/**
+ * The module graph of the function at `entry` (its `index.ts`), resolved through the function's
+ * own `deno.json` (if it has one) as `supabase functions deploy` bundles it: a package missing
+ * from it fails here.
+ */
 export async function moduleGraph(entry: string): Promise<ModuleGraph> {
+  const config = entry.replace(/index\.ts$/, "deno.json");
+  const own = await Deno.stat(config).then(() => ["--config", config], () => []);
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["info", "--json", entry],
+    // --no-lock: deno.lock at the root is the project's; a function folder gets none.
+    args: ["info", "--json", "--no-lock", ...own, entry],
     cwd: new URL("..", import.meta.url).pathname,
     stdout: "piped",
     stderr: "piped",

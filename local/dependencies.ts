@@ -58,7 +58,8 @@ export async function ensureDependencies() {
   if (missing.length > 0) await installDebianPackages(missing);
   if (!exists(SUPABASE_CLI)) {
     console.log("installing the Supabase CLI from npm into tools/");
-    await run("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error"], {
+    // `npm ci`: exactly what tools/package-lock.json records, which it never rewrites.
+    await run("npm", ["ci", "--no-audit", "--no-fund", "--loglevel=error"], {
       cwd: `${PROJECT_ROOT}tools`,
     });
   }

@@ -16,18 +16,44 @@ export const LOCAL_SERVICE_ROLE_KEY =
 export const LOCAL_UPSTASH_TOKEN = "local-upstash-token";
 
 /**
- * The ports of the local contract. Each can be moved with an environment variable, so that a
- * second stack (another checkout, a parallel CI job) can run beside the first.
+ * The ports of the local contract, by the variable that moves each one, so that a second stack
+ * (another checkout, a parallel CI job) can run beside the first.
  */
-const port = (variable: string, fallback: number) => Number(Deno.env.get(variable) ?? fallback);
+export const DEV_PORTS = {
+  LOCAL_GATEWAY_PORT: 54321,
+  LOCAL_DB_PORT: 54322,
+  LOCAL_BRIDGE_PORT: 8079,
+  LOCAL_REDIS_PORT: 54380,
+} as const;
+
+/**
+ * Where `deno task test` puts its stack unless told otherwise: a fixed range of its own, so the
+ * test run starts beside a running `deno task dev` (Quick start command 2 beside command 1).
+ */
+export const TEST_PORTS: Record<keyof typeof DEV_PORTS, number> = {
+  LOCAL_GATEWAY_PORT: 55421,
+  LOCAL_DB_PORT: 55422,
+  LOCAL_BRIDGE_PORT: 55479,
+  LOCAL_REDIS_PORT: 55480,
+};
+
+const port = (variable: keyof typeof DEV_PORTS) =>
+  Number(Deno.env.get(variable) ?? DEV_PORTS[variable]);
 
 export const LOCAL_PORTS = {
-  gateway: port("LOCAL_GATEWAY_PORT", 54321),
-  postgres: port("LOCAL_DB_PORT", 54322),
-  upstashBridge: port("LOCAL_BRIDGE_PORT", 8079),
+  gateway: port("LOCAL_GATEWAY_PORT"),
+  postgres: port("LOCAL_DB_PORT"),
+  upstashBridge: port("LOCAL_BRIDGE_PORT"),
   /** Redis itself; only the bridge talks to it. */
-  redis: port("LOCAL_REDIS_PORT", 54380),
+  redis: port("LOCAL_REDIS_PORT"),
 } as const;
+
+/**
+ * Where a stack keeps its cluster, Redis, logs, pid file and signing key (git-ignored). Each stack
+ * has its own, so the test run never touches the dev stack's data.
+ */
+export const LOCAL_STATE_DIR = Deno.env.get("STACK_STATE_DIR") ??
+  new URL("../.local/dev", import.meta.url).pathname;
 
 export const LOCAL_SUPABASE_URL = `http://127.0.0.1:${LOCAL_PORTS.gateway}`;
 export const LOCAL_DB_URL =

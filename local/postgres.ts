@@ -10,6 +10,7 @@ import { run } from "./process.ts";
 const BIN = "/usr/lib/postgresql/15/bin";
 const PLATFORM_SQL = new URL("./supabase-platform.sql", import.meta.url).pathname;
 const PROJECT_ROOT = new URL("..", import.meta.url).pathname;
+const SEED_SQL = `${PROJECT_ROOT}supabase/seed.sql`;
 
 const isRoot = Deno.uid() === 0;
 
@@ -159,8 +160,16 @@ export class LocalPostgres {
     await this.psqlFile(PLATFORM_SQL);
   }
 
-  /** Applies `supabase/migrations` with the Supabase CLI, as `supabase db push` does in hosting. */
-  async pushMigrations() {
+  /** Loads the demo data in `supabase/seed.sql`, as `supabase db reset` does; idempotent. */
+  async seed() {
+    await this.psqlFile(SEED_SQL);
+  }
+
+  /**
+   * Applies `supabase/migrations` with the Supabase CLI, as `supabase db push` does in hosting;
+   * `workdir` is the checkout whose migrations and config.toml the CLI reads.
+   */
+  async pushMigrations(workdir: string = PROJECT_ROOT) {
     await run(SUPABASE_CLI, [
       "db",
       "push",
@@ -171,7 +180,7 @@ export class LocalPostgres {
       // locally they are applied rather than refused, as a fresh database would apply them.
       "--include-all",
       "--workdir",
-      PROJECT_ROOT,
+      workdir,
     ], {
       // Without these the CLI looks up its telemetry host, which this machine cannot reach.
       env: {

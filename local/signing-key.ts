@@ -1,16 +1,19 @@
 import { exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from "jose";
+import { LOCAL_STATE_DIR } from "./keys.ts";
 
 /**
- * The local stack's ES256 signing key, in the file and format the Supabase CLI uses for
- * `[auth] signing_keys_path` (a JSON array of private JWKs). Made on first start and git-ignored:
- * every clone gets its own key, and only the public half is ever served.
+ * The local stack's ES256 signing key, in the format the Supabase CLI uses for
+ * `[auth] signing_keys_path` (a JSON array of private JWKs). Made on first start in the stack's
+ * state folder: every stack gets its own key, and only the public half is ever served.
+ * `supabase/config.toml` does not name it, because `supabase link` and `db push` read every file
+ * config.toml names, and a fresh clone has none.
  */
 
-export const SIGNING_KEYS_PATH = new URL("../supabase/signing_keys.json", import.meta.url);
+export const SIGNING_KEYS_PATH = `${LOCAL_STATE_DIR}/signing_keys.json`;
 
 type PrivateJwk = JWK & { kid: string; d: string };
 
-export async function ensureSigningKey(path: URL = SIGNING_KEYS_PATH): Promise<PrivateJwk> {
+export async function ensureSigningKey(path: string = SIGNING_KEYS_PATH): Promise<PrivateJwk> {
   try {
     const keys = JSON.parse(await Deno.readTextFile(path)) as PrivateJwk[];
     if (keys.length > 0) return keys[0];
@@ -27,6 +30,7 @@ export async function ensureSigningKey(path: URL = SIGNING_KEYS_PATH): Promise<P
     key_ops: ["sign", "verify"],
     ext: true,
   } as PrivateJwk;
+  await Deno.mkdir(path.replace(/\/[^/]*$/, ""), { recursive: true });
   await Deno.writeTextFile(path, JSON.stringify([key], null, 2) + "\n", { mode: 0o600 });
   return key;
 }

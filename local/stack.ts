@@ -7,6 +7,7 @@ import {
   LOCAL_JWT_SECRET,
   LOCAL_PORTS,
   LOCAL_SERVICE_ROLE_KEY,
+  LOCAL_STATE_DIR,
   LOCAL_SUPABASE_URL,
   LOCAL_UPSTASH_TOKEN,
   LOCAL_UPSTASH_URL,
@@ -22,16 +23,18 @@ import { ensureUser } from "./users.ts";
  * The local stack, without Docker: Postgres 15 and Redis from Debian, the Upstash-REST bridge,
  * and the functions gateway, on the ports `supabase start` uses.
  *
- *   dev            start in the foreground; Ctrl-C stops everything it started
- *   up / down      the same in the background; `up` returns once health answers 200
+ *   dev [--seed]   start in the foreground; Ctrl-C stops everything it started; --seed loads
+ *                  supabase/seed.sql (demo users and their history) after the migrations
+ *   up [--seed]    the same in the background; returns once health answers 200
+ *   down           stops what `up` started
+ *   redis          only Redis and the Upstash bridge, in the foreground, for use beside
+ *                  `supabase start` + `supabase functions serve` (the CLI's Docker stack)
  *   token <email>  create that user if needed and print an access token for them
  */
 
 const PROJECT_ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
-/** Where this stack keeps its cluster, logs and pid file; tests use a throw-away one. */
-const STATE_DIR = Deno.env.get("STACK_STATE_DIR") ?? `${PROJECT_ROOT}/.local/dev`;
-const PID_FILE = `${STATE_DIR}/stack.pid`;
-const LOG_FILE = `${STATE_DIR}/stack.log`;
+const PID_FILE = `${LOCAL_STATE_DIR}/stack.pid`;
+const LOG_FILE = `${LOCAL_STATE_DIR}/stack.log`;
 const HEALTH_URL = `${LOCAL_SUPABASE_URL}/functions/v1/health`;
 
 /** What the functions read locally; any of it can be overridden from the environment. */
@@ -144,14 +147,14 @@ function startJobWorkerTrigger(serviceRoleKey: string): () => void {
   return () => clearInterval(timer);
 }
 
-async function dev() {
+async function dev(seed: boolean) {
   await ensureDependencies();
   refuseTakenPorts();
-  await Deno.mkdir(STATE_DIR, { recursive: true });
+  await Deno.mkdir(LOCAL_STATE_DIR, { recursive: true });
   Deno.writeTextFileSync(PID_FILE, `${Deno.pid}\n`);
 
-  const db = new LocalPostgres(STATE_DIR);
-  const cache = new LocalRedis(STATE_DIR);
+  const db = new LocalPostgres(LOCAL_STATE_DIR);
+  const cache = new LocalRedis(LOCAL_STATE_DIR);
   let bridge: UpstashBridge | undefined;
   let gateway: Gateway | undefined;
   let stopJobWorkerTrigger: (() => void) | undefined;
@@ -175,7 +178,6 @@ async function dev() {
   }
 
   try {
-    // Made first: the Supabase CLI reads it through config.toml's `signing_keys_path`.
     const key = await ensureSigningKey();
     const fresh = !(await db.initialised());
     if (fresh) {
@@ -185,7 +187,8 @@ async function dev() {
     await db.start();
     await db.applyPlatform();
     await db.pushMigrations();
-    console.log("postgres ready, migrations applied");
+    if (seed) await db.seed();
+    console.log(`postgres ready, migrations applied${seed ? ", seed.sql loaded" : ""}`);
 
     await cache.start();
     bridge = await startUpstashBridge({
@@ -216,19 +219,21 @@ async function dev() {
   }
 }
 
-async function up() {
+async function up(seed: boolean) {
   const running = readPid();
   if (running && processAlive(running) && await healthy()) {
-    console.log(`the local stack is already running (pid ${running})`);
+    if (seed) await new LocalPostgres(LOCAL_STATE_DIR).seed();
+    console.log(`the local stack is already running (pid ${running})${seed ? "; seeded" : ""}`);
     return;
   }
   await ensureDependencies();
   refuseTakenPorts();
-  await Deno.mkdir(STATE_DIR, { recursive: true });
+  await Deno.mkdir(LOCAL_STATE_DIR, { recursive: true });
   // setsid detaches the stack from this shell so it outlives `deno task up`; the shell's
   // redirection hands it the log file, so nothing it writes depends on this process.
   const quote = (value: string) => `'${value.replaceAll("'", `'\\''`)}'`;
   const command = [Deno.execPath(), "run", "-A", new URL(import.meta.url).pathname, "dev"]
+    .concat(seed ? ["--seed"] : [])
     .map(quote).join(" ");
   const child = new Deno.Command("sh", {
     args: ["-c", `exec setsid ${command} > ${quote(LOG_FILE)} 2>&1 < /dev/null`],
@@ -265,10 +270,50 @@ async function down() {
     Deno.kill(-pid, "SIGKILL");
   }
   // The daemons belong to the stack even if its process died before stopping them.
-  await new LocalRedis(STATE_DIR).stop().catch(() => {});
-  await new LocalPostgres(STATE_DIR).stop().catch(() => {});
+  await new LocalRedis(LOCAL_STATE_DIR).stop().catch(() => {});
+  await new LocalPostgres(LOCAL_STATE_DIR).stop().catch(() => {});
   await Deno.remove(PID_FILE).catch(() => {});
   console.log("the local stack is stopped");
+}
+
+/**
+ * Redis and the Upstash bridge alone, for the Supabase CLI's own stack, which has neither. The
+ * bridge listens on every interface: the functions run in a container under `supabase functions
+ * serve` and reach it at `http://host.docker.internal:<bridge port>` (supabase/functions/
+ * .env.example); its token is the well-known local one, so run it on a trusted network only.
+ */
+async function redisOnly() {
+  await ensureDependencies();
+  const taken = [LOCAL_PORTS.redis, LOCAL_PORTS.upstashBridge].filter((port) => portInUse(port));
+  if (taken.length > 0) fail(`port ${taken.join(", ")} already in use`);
+  const cache = new LocalRedis(LOCAL_STATE_DIR);
+  await cache.start();
+  const bridge = await startUpstashBridge({
+    hostname: "0.0.0.0",
+    port: LOCAL_PORTS.upstashBridge,
+    token: LOCAL_UPSTASH_TOKEN,
+    redisPort: LOCAL_PORTS.redis,
+  }).catch(async (error) => {
+    await cache.stop();
+    throw error;
+  });
+  console.log(
+    [
+      "",
+      "Redis is up behind the Upstash bridge (Ctrl-C stops both).",
+      `  from this machine       http://127.0.0.1:${LOCAL_PORTS.upstashBridge}`,
+      `  from functions serve    http://host.docker.internal:${LOCAL_PORTS.upstashBridge}`,
+      `  token                   ${LOCAL_UPSTASH_TOKEN}`,
+      "",
+    ].join("\n"),
+  );
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, async () => {
+      await bridge.close().catch(() => {});
+      await cache.stop().catch((e) => console.error(`redis: ${e.message}`));
+      Deno.exit(0);
+    });
+  }
 }
 
 async function token(email: string | undefined) {
@@ -296,18 +341,21 @@ if (import.meta.main) {
   const [command, ...args] = Deno.args;
   switch (command) {
     case "dev":
-      await dev();
+      await dev(args.includes("--seed"));
       break;
     case "up":
-      await up();
+      await up(args.includes("--seed"));
       break;
     case "down":
       await down();
+      break;
+    case "redis":
+      await redisOnly();
       break;
     case "token":
       await token(args[0]);
       break;
     default:
-      fail("usage: stack.ts dev | up | down | token <email>");
+      fail("usage: stack.ts dev [--seed] | up [--seed] | down | redis | token <email>");
   }
 }

@@ -1,6 +1,5 @@
 import { ensureDependencies } from "./dependencies.ts";
-import { LOCAL_PORTS } from "./keys.ts";
-import { LOCAL_FUNCTION_ENV } from "./stack.ts";
+import { TEST_PORTS } from "./keys.ts";
 
 /**
  * `deno task test`: starts the local stack from nothing (a throw-away state folder), runs the
@@ -9,8 +8,27 @@ import { LOCAL_FUNCTION_ENV } from "./stack.ts";
  */
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
-const STATE_DIR = Deno.env.get("TEST_STATE_DIR") ?? `${ROOT}/.local/test`;
-const env = { ...LOCAL_FUNCTION_ENV, ...Deno.env.toObject(), STACK_STATE_DIR: STATE_DIR };
+
+/**
+ * The environment of the test run's stack and of the tests: its own ports (TEST_PORTS unless a
+ * LOCAL_*_PORT variable says otherwise) and its own state folder (TEST_STATE_DIR, else
+ * .local/test), so it runs beside a dev stack without touching it. The stack and the tests derive
+ * every URL from these, as a dev stack does from its ports.
+ */
+export function testRunEnv(base: Record<string, string>): Record<string, string> {
+  const ports = Object.entries(TEST_PORTS).map(([variable, port]) => [
+    variable,
+    base[variable] ?? String(port),
+  ]);
+  return {
+    ...base,
+    ...Object.fromEntries(ports),
+    STACK_STATE_DIR: base.TEST_STATE_DIR ?? `${ROOT}/.local/test`,
+  };
+}
+
+const env = testRunEnv(Deno.env.toObject());
+const STATE_DIR = env.STACK_STATE_DIR;
 
 interface Outcome {
   passed: number;
@@ -63,7 +81,7 @@ async function pgTap(): Promise<Outcome> {
       "--host",
       "127.0.0.1",
       "--port",
-      String(LOCAL_PORTS.postgres),
+      env.LOCAL_DB_PORT,
       "--username",
       "postgres",
       "--dbname",
@@ -115,4 +133,4 @@ async function main(): Promise<number> {
   return failed === 0 ? 0 : 1;
 }
 
-Deno.exit(await main());
+if (import.meta.main) Deno.exit(await main());

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { parse as parseToml } from "smol-toml";
 import {
   EXPECTED_PACKAGES,
   functionNames,
@@ -32,3 +33,32 @@ for (const name of names) {
     assert.deepEqual(packagesOnFirstUse(graph), [...expected.onFirstUse].sort());
   });
 }
+
+Deno.test(
+  "each function's deno.json pins exactly the packages it imports, at import_map.json's versions",
+  async () => {
+    const root = JSON.parse(
+      await Deno.readTextFile(new URL("../import_map.json", import.meta.url)),
+    ).imports as Record<string, string>;
+    for (const name of names) {
+      const own = JSON.parse(await Deno.readTextFile(`${FUNCTIONS_DIR}${name}/deno.json`));
+      const expected = [...EXPECTED_PACKAGES[name].atBoot, ...EXPECTED_PACKAGES[name].onFirstUse]
+        .sort();
+      assert.deepEqual(
+        own,
+        { imports: Object.fromEntries(expected.map((pkg) => [pkg, root[pkg]])) },
+        `supabase/functions/${name}/deno.json`,
+      );
+    }
+  },
+);
+
+Deno.test("config.toml bundles each function with its own deno.json", async () => {
+  const config = parseToml(
+    await Deno.readTextFile(new URL("../supabase/config.toml", import.meta.url)),
+  ) as { functions: Record<string, { import_map?: string }> };
+  assert.deepEqual(
+    Object.fromEntries(names.map((name) => [name, config.functions[name]?.import_map])),
+    Object.fromEntries(names.map((name) => [name, `./functions/${name}/deno.json`])),
+  );
+});

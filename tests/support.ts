@@ -3,7 +3,7 @@ import { Redis } from "@upstash/redis";
 import { SignJWT } from "jose";
 import postgres from "postgres";
 import { type Gateway, startGateway } from "../local/gateway.ts";
-import { LOCAL_ANON_KEY } from "../local/keys.ts";
+import { LOCAL_ANON_KEY, LOCAL_STATE_DIR } from "../local/keys.ts";
 import { LocalPostgres } from "../local/postgres.ts";
 import { waitFor } from "../local/process.ts";
 import { LocalRedis } from "../local/redis.ts";
@@ -18,10 +18,9 @@ import { refreshProfile } from "../supabase/functions/_shared/profile-cache.ts";
 export const env: Record<string, string> = { ...LOCAL_FUNCTION_ENV, ...Deno.env.toObject() };
 export const SUPABASE_URL = env.SUPABASE_URL;
 export const ISSUER = `${SUPABASE_URL}/auth/v1`;
-const STATE_DIR = env.STACK_STATE_DIR ?? new URL("../.local/dev", import.meta.url).pathname;
 
 /** The stack's Redis, for tests that take it away and bring it back. */
-export const localRedis = new LocalRedis(STATE_DIR);
+export const localRedis = new LocalRedis(LOCAL_STATE_DIR);
 
 /**
  * A test that talks to the running stack. Its servers and pooled keep-alive connections outlive
@@ -371,7 +370,7 @@ export async function cacheProfile(userId: string) {
 }
 
 /** The stack's Postgres, for tests that take it away and bring it back (the stack survives it). */
-export const localPostgres = new LocalPostgres(STATE_DIR);
+export const localPostgres = new LocalPostgres(LOCAL_STATE_DIR);
 
 /**
  * Waits until `health` on the gateway at `url` answers 200 again, as every fault drill does at
