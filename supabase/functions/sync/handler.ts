@@ -116,7 +116,8 @@ function events<T>(
   const source = table === "analyses"
     ? tx`jsonb_build_object(
            'id', e.id, 'created_at', e.created_at, 'analysis_type', e.analysis_type,
-           'input_kind', e.input_kind, 'model', e.model, 'cached', e.cached, 'result', e.result)
+           'input_kind', e.input_kind, 'input_path', e.input_path, 'model', e.model,
+           'cached', e.cached, 'result', e.result)
            as item, e.id, e.created_at
          from public.analyses as e`
     : tx`jsonb_build_object(

@@ -1,0 +1,3 @@
+import { createUploadsHandler } from "./handler.ts";
+
+Deno.serve(createUploadsHandler());
