@@ -107,6 +107,85 @@ function mimeAllowed(bucket: Bucket, mime: string): boolean {
   );
 }
 
+/** The request body, refused with `tooLarge` as soon as it passes `limit` bytes. */
+async function readCapped(
+  req: Request,
+  limit: number,
+  tooLarge: () => Error,
+): Promise<Uint8Array<ArrayBuffer>> {
+  if (Number(req.headers.get("content-length") ?? "0") > limit) throw tooLarge();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of req.body ?? new ReadableStream<Uint8Array>()) {
+    size += chunk.length;
+    if (size > limit) throw tooLarge();
+    chunks.push(chunk);
+  }
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return bytes;
+}
+
+interface Part {
+  name: string | null;
+  filename: string | null;
+  type: string | null;
+  bytes: Uint8Array<ArrayBuffer>;
+}
+
+/**
+ * The parts of a multipart/form-data body. By hand because storage-js sends the file under the
+ * empty field name, which the runtime's `Request.formData()` drops.
+ */
+function multipart(body: Uint8Array<ArrayBuffer>, contentType: string): Part[] {
+  const boundary = contentType.match(/boundary="?([^";]+)"?/)?.[1];
+  if (!boundary) {
+    throw new StorageError(
+      400,
+      "InvalidRequest",
+      "Invalid Input",
+      "multipart body without boundary",
+    );
+  }
+  // With a CRLF in front, every delimiter (the first included) is CRLF "--" boundary.
+  const data = new Uint8Array(body.length + 2);
+  data.set([0x0d, 0x0a]);
+  data.set(body, 2);
+  const encoder = new TextEncoder();
+  const delimiter = encoder.encode(`\r\n--${boundary}`);
+  const blankLine = encoder.encode("\r\n\r\n");
+  const find = (from: number, needle: Uint8Array) => {
+    outer: for (let i = from; i <= data.length - needle.length; i++) {
+      for (let j = 0; j < needle.length; j++) if (data[i + j] !== needle[j]) continue outer;
+      return i;
+    }
+    return -1;
+  };
+  const parts: Part[] = [];
+  let at = find(0, delimiter);
+  while (at >= 0) {
+    const start = at + delimiter.length;
+    if (data[start] === 0x2d && data[start + 1] === 0x2d) break; // the closing "--"
+    const headerEnd = find(start, blankLine);
+    const next = headerEnd < 0 ? -1 : find(headerEnd + 4, delimiter);
+    if (next < 0) break;
+    const headers = new TextDecoder().decode(data.subarray(start + 2, headerEnd));
+    const disposition = headers.match(/content-disposition:([^\r\n]*)/i)?.[1] ?? "";
+    parts.push({
+      name: disposition.match(/\bname="([^"]*)"/)?.[1] ?? null,
+      filename: disposition.match(/\bfilename="([^"]*)"/)?.[1] ?? null,
+      type: headers.match(/content-type:\s*([^\r\n]*)/i)?.[1]?.trim() ?? null,
+      bytes: data.slice(headerEnd + 4, next),
+    });
+    at = next;
+  }
+  return parts;
+}
+
 /** Storage's object metadata, as `storage.objects.metadata` holds it. */
 function metadataOf(bytes: Uint8Array, mimetype: string, cacheControl: string, etag: string) {
   return {
@@ -187,38 +266,28 @@ export function createStorageServer(options: StorageServerOptions): StorageServe
         "Payload too large",
         "The object exceeded the maximum allowed size",
       );
-    const declared = Number(req.headers.get("content-length") ?? "0");
     const contentType = req.headers.get("content-type") ?? "application/octet-stream";
     let bytes: Uint8Array<ArrayBuffer>;
     let mimetype = contentType;
     let cacheControl = req.headers.get("cache-control") ?? "no-cache";
+    const body = await readCapped(
+      req,
+      contentType.startsWith("multipart/form-data") ? limit + 64 * 1024 : limit,
+      tooLarge,
+    );
     if (contentType.startsWith("multipart/form-data")) {
-      if (declared > limit + 64 * 1024) throw tooLarge();
-      const form = await req.formData();
-      const file = [...form.values()].find((value): value is File => typeof value !== "string");
+      const form = multipart(body, contentType);
+      const file = form.find((part) => part.filename !== null);
       if (!file) {
         throw new StorageError(400, "InvalidRequest", "Invalid Input", "No file in the form");
       }
-      mimetype = file.type || "text/plain;charset=UTF-8";
-      const formCache = form.get("cacheControl");
-      if (typeof formCache === "string") cacheControl = `max-age=${formCache}`;
-      if (file.size > limit) throw tooLarge();
-      bytes = new Uint8Array(await file.arrayBuffer());
+      mimetype = file.type ?? "text/plain;charset=UTF-8";
+      const formCache = form.find((part) => part.name === "cacheControl");
+      if (formCache) cacheControl = `max-age=${new TextDecoder().decode(formCache.bytes)}`;
+      if (file.bytes.length > limit) throw tooLarge();
+      bytes = file.bytes;
     } else {
-      if (declared > limit) throw tooLarge();
-      const chunks: Uint8Array[] = [];
-      let size = 0;
-      for await (const chunk of req.body ?? new ReadableStream<Uint8Array>()) {
-        size += chunk.length;
-        if (size > limit) throw tooLarge();
-        chunks.push(chunk);
-      }
-      bytes = new Uint8Array(size);
-      let offset = 0;
-      for (const chunk of chunks) {
-        bytes.set(chunk, offset);
-        offset += chunk.length;
-      }
+      bytes = body;
     }
     if (!mimeAllowed(target, mimetype)) {
       throw new StorageError(
