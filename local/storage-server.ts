@@ -92,7 +92,10 @@ function objectName(segments: string[]): string {
   const parts = name.split("/");
   if (
     parts.length === 0 ||
-    parts.some((part) => part === "" || part === "." || part === ".." || /[\0-\x1f]/.test(part))
+    parts.some((part) =>
+      part === "" || part === "." || part === ".." ||
+      [...part].some((char) => char.charCodeAt(0) < 0x20)
+    )
   ) {
     throw new StorageError(400, "InvalidKey", "Invalid Input", `Invalid key: ${name}`);
   }

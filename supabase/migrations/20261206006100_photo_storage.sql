@@ -320,6 +320,45 @@ comment on function public.enqueue_storage_cleanup() is
 revoke execute on function public.enqueue_storage_cleanup() from public, anon, authenticated;
 grant execute on function public.enqueue_storage_cleanup() to service_role;
 
+-- In an account's deletion transaction: `storage.cleanup` jobs for every object under the
+-- account's folder in every bucket this backend manages (storage.objects has no key to
+-- auth.users, so nothing cascades), at once; and, for uploads granted but not yet arrived, a
+-- batch that runs once their URLs have expired, so an upload still under way goes too.
+create or replace function public.enqueue_account_storage_removal(p_user_id uuid)
+  returns integer
+  language sql
+  volatile
+  set search_path = ''
+as $$
+  with owned as (
+    select o.bucket_id, o.name, pg_catalog.now() as run_at
+      from storage.objects as o
+     where o.name like p_user_id::text || '/%'
+       and o.bucket_id in (select r.bucket_id from public.storage_retention as r)
+    union all
+    select r.bucket_id, r.object_name, r.expires_at + interval '15 minutes'
+      from public.storage_reservations as r
+     where r.user_id = p_user_id
+  ), numbered as (
+    select owned.*, (pg_catalog.row_number() over (partition by bucket_id, run_at = pg_catalog.now()
+                                                   order by name) - 1) / 100 as batch
+      from owned
+  ), batches as (
+    select bucket_id, pg_catalog.array_agg(name order by name) as names, pg_catalog.max(run_at) as run_at
+      from numbered group by bucket_id, run_at = pg_catalog.now(), batch
+  )
+  select pg_catalog.count(public.enqueue_job(
+           'storage.cleanup',
+           pg_catalog.jsonb_build_object('bucket', b.bucket_id, 'names', pg_catalog.to_jsonb(b.names)),
+           b.run_at))::integer
+    from batches as b
+$$;
+comment on function public.enqueue_account_storage_removal(uuid) is
+  'Queues storage.cleanup jobs for every object of the user''s folders (and, after their URLs expire, '
+  'for their pending upload grants). Call it in the account''s deletion transaction. Returns the jobs queued.';
+revoke execute on function public.enqueue_account_storage_removal(uuid) from public, anon, authenticated;
+grant execute on function public.enqueue_account_storage_removal(uuid) to service_role;
+
 select cron.schedule('settle-storage-reservations', '*/5 * * * *',
   $cmd$select public.settle_storage_reservations()$cmd$);
 select cron.schedule('enqueue-storage-cleanup', '40 0 * * *',

@@ -83,13 +83,8 @@ async function deleteAccount(deps: ProfileDeps, userId: string): Promise<void> {
         from public.ai_response_cache
        where user_id = ${userId}
       having count(*) > 0`;
-    // Storage objects have no key to the account: a job removes them through the Storage API,
-    // now and again once every upload URL the account was granted (2 hours) has expired.
-    await tx`
-      select public.enqueue_job('storage.delete_account', jsonb_build_object('user_id', ${userId}::uuid),
-                                run_at, 0, 'storage.delete_account:' || ${userId} || ':' || attempt)
-        from (values (now(), 'now'), (now() + interval '2 hours 15 minutes', 'late'))
-             as later(run_at, attempt)`;
+    // Storage objects have no key to the account: queued for removal through the Storage API.
+    await tx`select public.enqueue_account_storage_removal(${userId})`;
     await tx`delete from auth.users where id = ${userId}`;
     return true;
   });

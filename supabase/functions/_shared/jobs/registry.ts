@@ -4,7 +4,6 @@ import type { JobHandler } from "./job.ts";
 import { cleanUpExpiredData } from "./maintenance-cleanup.ts";
 import { refreshStatistics } from "./statistics-refresh.ts";
 import { cleanUpStorage } from "./storage-cleanup.ts";
-import { deleteAccountObjects } from "./storage-delete-account.ts";
 import { applyStripeEvent } from "./stripe-apply-event.ts";
 import { closeCustomer } from "./stripe-close-customer.ts";
 import { reconcileSubscriptions } from "./stripe-reconcile.ts";
@@ -20,7 +19,6 @@ export const JOB_HANDLERS: Readonly<Record<string, JobHandler>> = {
   "statistics.refresh": refreshStatistics,
   "maintenance.cleanup": cleanUpExpiredData,
   "storage.cleanup": cleanUpStorage,
-  "storage.delete_account": deleteAccountObjects,
 };
 
 /**

@@ -9,9 +9,11 @@ const Payload = z.object({
 });
 
 /**
- * `storage.cleanup` {bucket, names}: removes up to 100 objects past their bucket's retention
- * through the Storage API (`enqueue_storage_cleanup` queues them daily) and gives their bytes
- * back. Removal comes first: run again, it finds them gone and releases nothing twice.
+ * `storage.cleanup` {bucket, names}: removes up to 100 objects through the Storage API and gives
+ * their bytes back. Queued daily for objects past their bucket's retention
+ * (`enqueue_storage_cleanup`) and, in an account's deletion, for every object in its folders
+ * (`enqueue_account_storage_removal`). Removal comes first: run again, it finds them gone and
+ * releases nothing twice.
  */
 export const cleanUpStorage: JobHandler = {
   needsStripe: false,
