@@ -328,10 +328,10 @@ export const UploadGrant = z.object({
   upload_id: z.uuid(),
   bucket: UploadBucket,
   /** The object's name in the bucket; what `analyze` and `DELETE uploads` take. */
-  path: z.string(),
+  path: Text,
   /** PUT the bytes here (or `uploadToSignedUrl(path, token, file)`), before `expires_at`. */
   signed_url: z.url(),
-  token: z.string(),
+  token: Text,
   expires_at: Timestamp,
 });
 export type UploadGrant = z.infer<typeof UploadGrant>;
@@ -347,9 +347,9 @@ export type UploadsQuery = z.infer<typeof UploadsQuery>;
 
 export const StoredObject = z.object({
   bucket: UploadBucket,
-  path: z.string(),
+  path: Text,
   size_bytes: z.number().int().nonnegative(),
-  content_type: z.string().nullable(),
+  content_type: Text.nullable(),
   created_at: Timestamp,
 });
 export type StoredObject = z.infer<typeof StoredObject>;
