@@ -302,6 +302,7 @@ async function keepingPeakRss<T>(gatewayPid: number, peaks: Peaks, work: () => P
 interface LoadRuns {
   profile: LoadResult;
   analyze: LoadResult;
+  grant: LoadResult;
   /** Peak RSS in MiB during the runs, by process ("gateway" or the function's name). */
   rss: Peaks;
   heap: HeapWatch;
@@ -362,18 +363,31 @@ async function loadRuns(sql: postgres.Sql): Promise<LoadRuns> {
     );
     const profileUrl = `${gateway.url}/functions/v1/profile`;
     const analyzeUrl = `${gateway.url}/functions/v1/analyze`;
+    const uploadsUrl = `${gateway.url}/functions/v1/uploads`;
+    const grantBody = JSON.stringify({
+      bucket: "user-uploads",
+      content_type: "image/jpeg",
+      size_bytes: 1,
+      purpose: "bench",
+    });
     const analyzeBody = JSON.stringify({
       analysis_type: "clarity",
       input: { kind: "text", text: `How clear is this benchmark text? ${UNIQUE}` },
     });
     scripts.push(await rotatingTokensScript(tokens, "GET"));
     scripts.push(await uniqueBodiesScript(tokens, "POST", analyzeBody));
+    scripts.push(await uniqueBodiesScript(tokens, "POST", grantBody));
 
     // Warm every user's profile cache and both function processes (analyze's OpenAI SDK too).
     for (const [n, token] of tokens.entries()) {
       const headers = { authorization: `Bearer ${token}` };
       await (await fetch(profileUrl, { headers })).body?.cancel();
       if (n % 20 !== 0) continue;
+      const granted = await fetch(uploadsUrl, { method: "POST", headers, body: grantBody });
+      if (granted.status !== 201) {
+        throw new Error(`uploads answered ${granted.status} while warming up`);
+      }
+      await granted.body?.cancel();
       const body = analyzeBody.replace(UNIQUE, `warm-${crypto.randomUUID()}`);
       const response = await fetch(analyzeUrl, { method: "POST", headers, body });
       if (!response.ok) throw new Error(`analyze answered ${response.status} while warming up`);
@@ -384,6 +398,11 @@ async function loadRuns(sql: postgres.Sql): Promise<LoadRuns> {
       gateway.pid,
       rss,
       () => load(profileUrl, { connections: CONNECTIONS, seconds: SECONDS, script: scripts[0] }),
+    );
+    const grant = await keepingPeakRss(
+      gateway.pid,
+      rss,
+      () => load(uploadsUrl, { connections: CONNECTIONS, seconds: SECONDS, script: scripts[2] }),
     );
     const callsBefore = openai.calls;
     const [{ before }] = await sql<{ before: number }[]>`
@@ -399,6 +418,7 @@ async function loadRuns(sql: postgres.Sql): Promise<LoadRuns> {
     return {
       profile,
       analyze,
+      grant,
       rss,
       heap,
       modelCallsPerRequest: (openai.calls - callsBefore) / analyze.requests,
@@ -417,7 +437,7 @@ async function loadRuns(sql: postgres.Sql): Promise<LoadRuns> {
 
 function loadSection(runs: LoadRuns): string[] {
   return [
-    "### Load: a cached `profile` GET and a metered `analyze`",
+    "### Load: a cached `profile` GET, an upload grant and a metered `analyze`",
     "",
     `Through a gateway process over supabase/functions; ${USERS} users on a plan whose limits and`,
     "quota never bind, each request carrying the next user's JWT. Every `analyze` body differs",
@@ -428,7 +448,11 @@ function loadSection(runs: LoadRuns): string[] {
     "| endpoint | req/s | p50 ms | p99 ms | non-2xx |",
     "| --- | ---: | ---: | ---: | ---: |",
     resultRow("`GET profile` (cached profile)", runs.profile),
+    resultRow("`POST uploads` (storage quota reserved, signed upload URL)", runs.grant),
     resultRow("`POST analyze` (metered, one model call)", runs.analyze),
+    "",
+    "Each grant reserves bytes of the storage quota in one statement and asks the stack's Storage",
+    "(local/storage-server.ts, through the stack's gateway) for a signed upload URL.",
     "",
     `\`analyze\`: ${runs.modelCallsPerRequest.toFixed(2)} model calls per request, ` +
     `${runs.analysesStored} analyses stored, ${runs.analysesFromCache} of them from the cache.`,

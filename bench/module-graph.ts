@@ -25,11 +25,12 @@ export const EXPECTED_PACKAGES: Readonly<Record<string, ExpectedPackages>> = {
   usage: { atBoot: PIPELINE, onFirstUse: [] },
   history: { atBoot: PIPELINE, onFirstUse: [] },
   sync: { atBoot: PIPELINE, onFirstUse: [] },
-  analyze: { atBoot: PIPELINE, onFirstUse: ["openai"] },
+  analyze: { atBoot: PIPELINE, onFirstUse: ["openai", "@supabase/supabase-js"] },
   chat: { atBoot: PIPELINE, onFirstUse: ["openai"] },
   billing: { atBoot: PIPELINE, onFirstUse: ["stripe"] },
   "stripe-webhook": { atBoot: PIPELINE, onFirstUse: ["stripe"] },
-  "process-jobs": { atBoot: PIPELINE, onFirstUse: ["stripe"] },
+  "process-jobs": { atBoot: PIPELINE, onFirstUse: ["stripe", "@supabase/supabase-js"] },
+  uploads: { atBoot: PIPELINE, onFirstUse: ["@supabase/supabase-js"] },
 };
 
 export interface GraphPart {

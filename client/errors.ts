@@ -122,3 +122,28 @@ export function noAnswer(name: string, cause: unknown, signal?: AbortSignal): Ap
     { status: 0, requestId: null, cause },
   );
 }
+
+/**
+ * A refusal by Supabase Storage itself (`{statusCode, error, message}`, surfaced by storage-js
+ * as an error with `status`), in the client's codes: the bucket's size limit is
+ * `payload_too_large`, a type it does not take `validation_failed`.
+ */
+export function fromStorage(name: string, error: unknown): ApiClientError {
+  const status = Number((error as { status?: unknown } | null)?.status ?? 0);
+  const message = error instanceof Error ? error.message : String(error);
+  if (!status) return noAnswer(name, error);
+  const code: ServerErrorCode = status === 413
+    ? "payload_too_large"
+    : status === 400 || status === 415
+    ? "validation_failed"
+    : status === 401
+    ? "unauthorized"
+    : status === 403
+    ? "forbidden"
+    : status === 404
+    ? "not_found"
+    : status === 409
+    ? "conflict"
+    : "unavailable";
+  return new ApiClientError(code, `${name}: ${message}`, { status, requestId: null, cause: error });
+}

@@ -23,12 +23,19 @@ import {
   type Settings,
   SyncQuery,
   SyncResponse,
+  type UploadBucket,
+  UploadDeleted,
+  UploadGrant,
+  UploadRequest,
+  UploadsPage,
+  UploadsQuery,
   UsageResponse,
 } from "../supabase/functions/_shared/contracts.ts";
 import {
   ApiClientError,
   fromAnswer,
   fromEnvelope,
+  fromStorage,
   invalidArgument,
   noAnswer,
   unexpectedAnswer,
@@ -62,7 +69,12 @@ export type {
   ProfileDeleteResponse,
   ProfileResponse,
   Settings,
+  StoredObject,
   SyncResponse,
+  UploadBucket,
+  UploadDeleted,
+  UploadGrant,
+  UploadsPage,
   Usage,
   UsageResponse,
 } from "../supabase/functions/_shared/contracts.ts";
@@ -90,6 +102,14 @@ export interface SyncParams {
 export type SyncResult =
   | { notModified: true; etag: string | null }
   | { notModified: false; etag: string | null; data: SyncResponse };
+
+export interface UploadPhotoOptions {
+  /** A lowercase word naming what the photo is for; it becomes a folder of its path. */
+  purpose: string;
+  /** Defaults to `user-uploads`. */
+  bucket?: UploadBucket;
+  signal?: AbortSignal;
+}
 
 export type PaidPlan = Extract<BillingRequest, { action: "checkout" }>["plan"];
 
@@ -155,7 +175,7 @@ async function bodyOf(response: Response): Promise<unknown> {
  * Creates the client over a supabase-js client; only its `functions` is used, so a client
  * typed with the app's `Database` fits as well.
  */
-export function createApiClient(supabase: Pick<SupabaseClient, "functions">) {
+export function createApiClient(supabase: Pick<SupabaseClient, "functions" | "storage">) {
   /**
    * One call, whatever its status. functions-js reports every non-2xx answer (a 304 included)
    * as a FunctionsHttpError whose `context` is the Response, with the body unread; only a
@@ -307,6 +327,71 @@ export function createApiClient(supabase: Pick<SupabaseClient, "functions">) {
         }
       }
       throw unexpectedAnswer("chat", response, "ended its stream before the reply was done");
+    },
+
+    /**
+     * Uploads a photo (a Blob: a web File, or `await (await fetch(uri)).blob()` in Expo) straight
+     * to Storage: asks `uploads` for a signed URL under the storage quota, then sends the bytes
+     * there. Answers the grant, whose `path` is what `analyzePhoto` and `uploads.delete` take.
+     * Storage's own refusals (over the bucket's size, a type it does not take) become
+     * ApiClientErrors like any other.
+     */
+    async uploadPhoto(file: Blob, options: UploadPhotoOptions): Promise<UploadGrant> {
+      const bucket = options.bucket ?? "user-uploads";
+      const body = valid(UploadRequest, {
+        bucket,
+        content_type: file.type,
+        size_bytes: file.size,
+        purpose: options.purpose,
+      });
+      const grant = await call("uploads", UploadGrant, { body, signal: options.signal });
+      let failure: unknown;
+      try {
+        const { error } = await supabase.storage.from(bucket).uploadToSignedUrl(
+          grant.path,
+          grant.token,
+          file,
+          { contentType: file.type },
+        );
+        failure = error;
+      } catch (cause) {
+        failure = cause;
+      }
+      if (failure) throw fromStorage("upload", failure);
+      return grant;
+    },
+
+    /** An analysis of a photo uploaded with `uploadPhoto` (by its `path`). */
+    async analyzePhoto(
+      path: string,
+      analysisType: string,
+      bucket: UploadBucket = "user-uploads",
+    ): Promise<AnalyzeResponse> {
+      const body = valid(AnalyzeRequest, {
+        analysis_type: analysisType,
+        input: { kind: "storage", bucket, path },
+      });
+      return await call("analyze", AnalyzeResponse, { body });
+    },
+
+    uploads: {
+      /** The caller's uploaded objects, newest first; pass `next_cursor` back as `cursor`. */
+      async list(params: Partial<Omit<UploadsQuery, "path">> = {}): Promise<UploadsPage> {
+        const query = valid(UploadsQuery, params);
+        return await call(withQuery("uploads", { ...query }), UploadsPage, { method: "GET" });
+      },
+
+      /** Deletes one of the caller's objects; its bytes go back to the storage quota. */
+      async delete(path: string, bucket: UploadBucket = "user-uploads"): Promise<UploadDeleted> {
+        const query = valid(UploadsQuery, { path, bucket });
+        return await call(
+          withQuery("uploads", { path: query.path, bucket: query.bucket }),
+          UploadDeleted,
+          {
+            method: "DELETE",
+          },
+        );
+      },
     },
 
     billing: {

@@ -7,6 +7,7 @@ import {
 import { ApiError } from "../supabase/functions/_shared/errors.ts";
 import { errorResponse, json, requestIdOf } from "../supabase/functions/_shared/http.ts";
 import { LISTENING_MARKER } from "./function-worker.ts";
+import type { StorageServer } from "./storage-server.ts";
 
 /**
  * The local functions gateway: what `supabase functions serve` and the hosted gateway do for
@@ -28,6 +29,8 @@ export interface GatewayOptions {
   jwtSecret: string;
   /** Expected `iss` of user tokens when `verify_jwt` is on. */
   issuer: string;
+  /** Served at `/storage/v1`, as the Storage API is beside the functions on hosted Supabase. */
+  storage?: StorageServer;
   /** Restart a function's process when its files (or `_shared`) change. */
   watch?: boolean;
   log?: (line: string) => void;
@@ -169,6 +172,9 @@ export function startGateway(options: GatewayOptions): Promise<Gateway> {
     const url = new URL(req.url);
     if (url.pathname === "/auth/v1/.well-known/jwks.json") {
       return json(options.jwks, { headers: { "cache-control": "public, max-age=600" } });
+    }
+    if (options.storage && url.pathname.startsWith("/storage/v1/")) {
+      return options.storage.handle(req, verifier!);
     }
     const match = url.pathname.match(/^\/functions\/v1\/([^/]+)(\/.*)?$/);
     const requestId = requestIdOf(req);

@@ -16,6 +16,7 @@ import { LocalPostgres } from "./postgres.ts";
 import { portInUse, processAlive, waitFor } from "./process.ts";
 import { LocalRedis } from "./redis.ts";
 import { ensureSigningKey, publicJwks, signUserToken } from "./signing-key.ts";
+import { createStorageServer, type StorageServer } from "./storage-server.ts";
 import { startUpstashBridge, type UpstashBridge } from "./upstash-bridge.ts";
 import { ensureUser } from "./users.ts";
 
@@ -99,6 +100,7 @@ function banner(): string {
     `  Functions      ${LOCAL_SUPABASE_URL}/functions/v1/<name>`,
     `  SUPABASE_URL   ${LOCAL_SUPABASE_URL}`,
     `  JWKS           ${LOCAL_SUPABASE_URL}/auth/v1/.well-known/jwks.json`,
+    `  Storage        ${LOCAL_SUPABASE_URL}/storage/v1`,
     `  Database       ${LOCAL_DB_URL}`,
     `  Upstash REST   ${LOCAL_UPSTASH_URL}  (token: ${LOCAL_UPSTASH_TOKEN})`,
     `  JWT secret     ${LOCAL_JWT_SECRET}`,
@@ -157,6 +159,7 @@ async function dev(seed: boolean) {
   const cache = new LocalRedis(LOCAL_STATE_DIR);
   let bridge: UpstashBridge | undefined;
   let gateway: Gateway | undefined;
+  let storage: StorageServer | undefined;
   let stopJobWorkerTrigger: (() => void) | undefined;
   let stopping: Promise<void> | undefined;
 
@@ -164,6 +167,7 @@ async function dev(seed: boolean) {
     stopping ??= (async () => {
       stopJobWorkerTrigger?.();
       await gateway?.close().catch(() => {});
+      await storage?.close().catch(() => {});
       await bridge?.close().catch(() => {});
       await cache.stop().catch((e) => console.error(`redis: ${e.message}`));
       await db.stop().catch((e) => console.error(`postgres: ${e.message}`));
@@ -199,6 +203,11 @@ async function dev(seed: boolean) {
     console.log(`redis ready behind the Upstash bridge at ${bridge.url}`);
 
     const env = functionEnv();
+    storage = createStorageServer({
+      dbUrl: env.SUPABASE_DB_URL,
+      dataDir: `${STATE_DIR}/storage`,
+      jwtSecret: env.JWT_SECRET,
+    });
     gateway = await startGateway({
       port: LOCAL_PORTS.gateway,
       functionsDir: `${PROJECT_ROOT}/supabase/functions`,
@@ -207,6 +216,7 @@ async function dev(seed: boolean) {
       jwks: publicJwks(key),
       jwtSecret: env.JWT_SECRET,
       issuer: `${env.SUPABASE_URL}/auth/v1`,
+      storage,
       watch: true,
     });
     await waitFor("health function", healthy, 60_000);

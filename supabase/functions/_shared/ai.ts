@@ -125,7 +125,10 @@ function failed(requestId: string, call: string, detail: { reason: string; statu
   return unavailable();
 }
 
-function analysisMessages(analysisType: string, input: AnalyzeInput) {
+/** What the model is sent: a Storage object reaches it as an image URL. */
+export type ModelInput = Exclude<AnalyzeInput, { kind: "storage" }>;
+
+function analysisMessages(analysisType: string, input: ModelInput) {
   const subject = input.kind === "text" ? { type: "text" as const, text: input.text } : {
     type: "image_url" as const,
     image_url: {
@@ -158,7 +161,7 @@ function parseAnalysis(content: string | null | undefined): AnalysisResult | nul
 /** A structured analysis, validated against `AnalysisResult`; anything else is a failure. */
 export async function analyzeWithModel(
   c: Config,
-  request: { analysisType: string; input: AnalyzeInput },
+  request: { analysisType: string; input: ModelInput },
   { requestId, maxOutputTokens }: ModelCall,
 ): Promise<AnalysisResult> {
   const { module, client } = await openai(c);

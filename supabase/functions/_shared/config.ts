@@ -21,6 +21,8 @@ const ConfigSchema = z.object({
   JWKS_URL: z.url().optional(),
   /** Defaults to `${SUPABASE_URL}/auth/v1`, the `iss` Supabase Auth puts in user tokens. */
   JWT_ISSUER: z.string().min(1).optional(),
+  /** Set by Supabase. Storage calls (signed URLs, removals) need it; without it they answer 503. */
+  SUPABASE_SERVICE_ROLE_KEY: z.string().min(1).optional(),
   UPSTASH_REDIS_REST_URL: z.url(),
   UPSTASH_REDIS_REST_TOKEN: z.string().min(1),
   /** Origins allowed by CORS; `*` allows any origin and must be set explicitly. */

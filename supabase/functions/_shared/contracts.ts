@@ -177,7 +177,9 @@ export const AnalysisItem = z.object({
   id: z.uuid(),
   created_at: Timestamp,
   analysis_type: z.string(),
-  input_kind: z.enum(["text", "image_url", "image_base64"]).nullable(),
+  input_kind: z.enum(["text", "image_url", "image_base64", "storage"]).nullable(),
+  /** For input_kind `storage`: `<bucket>/<path>` of the analysed object. */
+  input_path: z.string().nullable(),
   model: z.string().nullable(),
   cached: z.boolean(),
   result: AnalysisResult,
@@ -240,6 +242,20 @@ export type SyncResponse = z.infer<typeof SyncResponse>;
 
 export const MAX_BASE64_IMAGE_CHARS = 5_000_000;
 
+/** The Storage buckets the app uploads into (their limits are the buckets' own, in the database). */
+export const UPLOAD_BUCKETS = ["user-uploads", "avatars"] as const;
+export const UploadBucket = z.enum(UPLOAD_BUCKETS);
+export type UploadBucket = z.infer<typeof UploadBucket>;
+
+/**
+ * An object's name inside its bucket: the owner's user id, then segments of letters, digits,
+ * `_`, `-` and `.` that never start with a dot, so no `..`, no empty segment, no escapes.
+ */
+export const StoragePath = Text.max(1024).regex(
+  /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(\/[A-Za-z0-9_-][A-Za-z0-9._-]*)+$/,
+  "must be <user id>/<folder>/<file> without . or .. segments",
+);
+
 export const AnalyzeInput = z.discriminatedUnion("kind", [
   z.strictObject({ kind: z.literal("text"), text: Text.min(1).max(20_000) }),
   z.strictObject({
@@ -251,6 +267,8 @@ export const AnalyzeInput = z.discriminatedUnion("kind", [
     media_type: z.enum(["image/jpeg", "image/png", "image/webp", "image/gif"]),
     data: z.base64().max(MAX_BASE64_IMAGE_CHARS, "must be at most 5 MB of base64"),
   }),
+  /** An image the caller uploaded to Storage (see `uploads`); the model gets a 5-minute URL. */
+  z.strictObject({ kind: z.literal("storage"), bucket: UploadBucket, path: StoragePath }),
 ]);
 export type AnalyzeInput = z.infer<typeof AnalyzeInput>;
 
@@ -289,6 +307,66 @@ export type ChatResponse = z.infer<typeof ChatResponse>;
  * or one `event: error` whose data is an ErrorEnvelope.
  */
 export const ChatDelta = z.object({ text: z.string() });
+
+// ---------------------------------------------------------------------------------------------
+// uploads
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * `POST uploads`: a signed upload URL for one object of `content_type` and `size_bytes`, under
+ * the caller's storage quota. The server chooses the path: `<user id>/<purpose>/<uuid>.<ext>`.
+ */
+export const UploadRequest = z.strictObject({
+  bucket: UploadBucket,
+  content_type: Text.min(1).max(255),
+  size_bytes: z.number().int().positive().max(50 * 1024 * 1024),
+  purpose: Text.regex(/^[a-z][a-z0-9_-]{0,31}$/, "must be a lowercase word such as progress"),
+});
+export type UploadRequest = z.infer<typeof UploadRequest>;
+
+export const UploadGrant = z.object({
+  upload_id: z.uuid(),
+  bucket: UploadBucket,
+  /** The object's name in the bucket; what `analyze` and `DELETE uploads` take. */
+  path: Text,
+  /** PUT the bytes here (or `uploadToSignedUrl(path, token, file)`), before `expires_at`. */
+  signed_url: z.url(),
+  token: Text,
+  expires_at: Timestamp,
+});
+export type UploadGrant = z.infer<typeof UploadGrant>;
+
+/** `GET uploads?bucket=&limit=&cursor=` and `DELETE uploads?bucket=&path=` (query string). */
+export const UploadsQuery = z.strictObject({
+  bucket: UploadBucket.optional(),
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  cursor: Cursor.optional(),
+  path: StoragePath.optional(),
+});
+export type UploadsQuery = z.infer<typeof UploadsQuery>;
+
+export const StoredObject = z.object({
+  bucket: UploadBucket,
+  path: Text,
+  size_bytes: z.number().int().nonnegative(),
+  content_type: Text.nullable(),
+  created_at: Timestamp,
+});
+export type StoredObject = z.infer<typeof StoredObject>;
+
+export const UploadsPage = z.object({
+  items: z.array(StoredObject),
+  next_cursor: Cursor.nullable(),
+  has_more: z.boolean(),
+});
+export type UploadsPage = z.infer<typeof UploadsPage>;
+
+/** What `DELETE uploads` answers: the object is gone and its bytes are back in the quota. */
+export const UploadDeleted = z.object({
+  deleted: z.literal(true),
+  storage: z.object({ used_bytes: z.number().int(), quota_bytes: z.number().int() }),
+});
+export type UploadDeleted = z.infer<typeof UploadDeleted>;
 
 // ---------------------------------------------------------------------------------------------
 // billing

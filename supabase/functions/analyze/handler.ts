@@ -1,4 +1,4 @@
-import { analyzeWithModel, PROMPT_VERSION, requireAi } from "../_shared/ai.ts";
+import { analyzeWithModel, type ModelInput, PROMPT_VERSION, requireAi } from "../_shared/ai.ts";
 import {
   aiCacheKey,
   canonicalJson,
@@ -17,11 +17,14 @@ import {
 import type { Sql } from "../_shared/db.ts";
 import { json } from "../_shared/http.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
+import { ANALYSIS_URL_SECONDS, createDownloadUrl, ownedObject } from "../_shared/storage.ts";
 import { Charge, currentUsage } from "../_shared/usage.ts";
 
 /**
- * `POST analyze`: a structured analysis of a text or an image (an https URL, such as a signed
- * Supabase Storage URL, or base64 data), stored in `analyses`.
+ * `POST analyze`: a structured analysis of a text or an image (an https URL, base64 data, or an
+ * object the caller uploaded to Storage), stored in `analyses`. A Storage object must be the
+ * caller's own (403 otherwise) and exist (404); the model gets a signed URL valid for
+ * `ANALYSIS_URL_SECONDS`, made only once the unit is taken, and the analysis keeps its path.
  *
  * Metering, in this order:
  *   1. no provider configured: 503 `ai_unavailable`, nothing charged;
@@ -36,6 +39,14 @@ import { Charge, currentUsage } from "../_shared/usage.ts";
  *      fails (the `Charge` rule).
  * Every answer carries the usage numbers as they stand after it.
  */
+
+/**
+ * What is hashed, sent to the model and stored: equal requests must look equal. A Storage
+ * object's version is part of it, so a replaced object is not answered with the old one's result.
+ */
+type HashedInput =
+  | AnalyzeInput
+  | (Extract<AnalyzeInput, { kind: "storage" }> & { version: string });
 
 /** What is hashed, sent to the model and stored: equal requests must look equal. */
 function normalised(request: AnalyzeRequest): { analysisType: string; input: AnalyzeInput } {
@@ -52,7 +63,7 @@ function normalised(request: AnalyzeRequest): { analysisType: string; input: Ana
 
 interface Analysis {
   analysisType: string;
-  input: AnalyzeInput;
+  input: HashedInput;
   inputHash: string;
   result: AnalysisResult;
   model: string;
@@ -66,6 +77,9 @@ function analysisItem(analysis: Analysis): AnalysisItem {
     created_at: new Date().toISOString(),
     analysis_type: analysis.analysisType,
     input_kind: analysis.input.kind,
+    input_path: analysis.input.kind === "storage"
+      ? `${analysis.input.bucket}/${analysis.input.path}`
+      : null,
     model: analysis.model,
     cached: analysis.cached,
     result: analysis.result,
@@ -76,9 +90,9 @@ async function store(db: Sql, userId: string, item: AnalysisItem, inputHash: str
   const [row] = await db<{ created_at: Date }[]>`
     with inserted as (
       insert into public.analyses
-        (id, user_id, analysis_type, input_kind, input_hash, result, model, cached)
-      values (${item.id}, ${userId}, ${item.analysis_type}, ${item.input_kind}, ${inputHash},
-              ${db.json(item.result)}, ${item.model}, ${item.cached})
+        (id, user_id, analysis_type, input_kind, input_path, input_hash, result, model, cached)
+      values (${item.id}, ${userId}, ${item.analysis_type}, ${item.input_kind}, ${item.input_path},
+              ${inputHash}, ${db.json(item.result)}, ${item.model}, ${item.cached})
       returning id, created_at, cached
     ), activity as (
       insert into public.activities (user_id, kind, detail)
@@ -95,7 +109,17 @@ export const handler = defineFunction(
     requireAi(config);
     const model = config.OPENAI_MODEL;
     const ttl = config.AI_CACHE_TTL_SECONDS;
-    const request = normalised(body);
+    const asked = normalised(body);
+    const request: { analysisType: string; input: HashedInput } = asked.input.kind === "storage"
+      ? {
+        ...asked,
+        input: {
+          ...asked.input,
+          version: (await ownedObject(db, caller.id, asked.input.bucket, asked.input.path))
+            .version,
+        },
+      }
+      : asked;
     const inputHash = await sha256Hex(canonicalJson(request.input));
     const shared = request.input.kind === "text" &&
       (await shareableAnalysisTypes(db)).has(request.analysisType);
@@ -122,7 +146,15 @@ export const handler = defineFunction(
     let result = cached;
     if (!result) {
       try {
-        result = await analyzeWithModel(config, request, {
+        const { input } = request;
+        // The model reads the object through a short-lived URL: never a key, never public.
+        const modelInput: ModelInput = input.kind === "storage"
+          ? {
+            kind: "image_url",
+            url: await createDownloadUrl(config, input.bucket, input.path, ANALYSIS_URL_SECONDS),
+          }
+          : input;
+        result = await analyzeWithModel(config, { ...request, input: modelInput }, {
           requestId,
           maxOutputTokens: plan.max_output_tokens,
         });

@@ -76,6 +76,8 @@ async function deleteAccount({ sql: db, redis }: Clients, userId: string): Promi
         from public.ai_response_cache
        where user_id = ${userId}
       having count(*) > 0`;
+    // Storage objects have no key to the account: queued for removal through the Storage API.
+    await tx`select public.enqueue_account_storage_removal(${userId})`;
     await tx`delete from auth.users where id = ${userId}`;
     return true;
   });

@@ -13,7 +13,7 @@ select col_is_pk('public', 'plans', 'id', 'plans.id is the primary key');
 select columns_are('public', 'plans', array[
   'id', 'name', 'monthly_quota', 'ai_per_minute', 'general_per_minute', 'upload_per_minute',
   'stripe_price_id', 'created_at', 'updated_at', 'max_output_tokens', 'chat_history_chars',
-  'cache_hit_cost'
+  'cache_hit_cost', 'storage_quota_bytes'
 ], 'plans has exactly the expected columns');
 select results_eq(
   $$select id, monthly_quota, ai_per_minute, general_per_minute, upload_per_minute

@@ -185,7 +185,7 @@ select throws_ok(
   $$insert into public.analyses (user_id, analysis_type, input_kind, result)
     values ('a0000000-0000-4000-8000-000000000001', 'caption', 'video', '{}')$$,
   '23514', null,
-  'input_kind must be text, image_url or image_base64'
+  'input_kind must be text, image_url, image_base64 or storage'
 );
 select throws_ok(
   $$insert into public.chat_messages (user_id, conversation_id, role, content)

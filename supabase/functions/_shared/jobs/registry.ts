@@ -3,6 +3,7 @@ import { forgetAiCache } from "./ai-cache-forget.ts";
 import type { JobHandler } from "./job.ts";
 import { cleanUpExpiredData } from "./maintenance-cleanup.ts";
 import { refreshStatistics } from "./statistics-refresh.ts";
+import { cleanUpStorage } from "./storage-cleanup.ts";
 import { applyStripeEvent } from "./stripe-apply-event.ts";
 import { closeCustomer } from "./stripe-close-customer.ts";
 import { reconcileSubscriptions } from "./stripe-reconcile.ts";
@@ -17,6 +18,7 @@ export const JOB_HANDLERS: Readonly<Record<string, JobHandler>> = {
   "stripe.reconcile": reconcileSubscriptions,
   "statistics.refresh": refreshStatistics,
   "maintenance.cleanup": cleanUpExpiredData,
+  "storage.cleanup": cleanUpStorage,
 };
 
 /**
