@@ -205,7 +205,7 @@ async function dev(seed: boolean) {
     const env = functionEnv();
     storage = createStorageServer({
       dbUrl: env.SUPABASE_DB_URL,
-      dataDir: `${STATE_DIR}/storage`,
+      dataDir: `${LOCAL_STATE_DIR}/storage`,
       jwtSecret: env.JWT_SECRET,
     });
     gateway = await startGateway({

@@ -64,8 +64,9 @@ Deno.test("the functions reference lists every function and only those", async (
 Deno.test("the functions reference names every request and response contract, and only real ones", async () => {
   const rows = tableRows(await read("docs/functions.md"), "function");
   const named = rows.flatMap((row) => row.slice(3).join(",").match(/[A-Za-z]+/g) ?? []);
-  const exported = Object.keys(contracts).filter((name) => /(Request|Response|Query)$/.test(name));
-  assert.deepEqual([...new Set(named)].sort(), exported.sort());
+  for (const name of named) assert.ok(name in contracts, `${name} is not in contracts.ts`);
+  const bodies = Object.keys(contracts).filter((name) => /(Request|Response|Query)$/.test(name));
+  assert.deepEqual(bodies.filter((name) => !named.includes(name)), []);
 });
 
 Deno.test("the errors table gives every error code the status the code answers with", async () => {
