@@ -23,9 +23,15 @@ Deno.test(
   },
 );
 
-/** `schema.object` references to the platform's schemas, outside comments. */
+/**
+ * `schema.object` references to the platform's schemas, outside comments (`--` and
+ * `comment on ... is '...'`) and outside literals without a space (values such as the job type
+ * 'storage.cleanup'; dynamic SQL has spaces).
+ */
 function platformReferences(sql: string): string[] {
-  const code = sql.replace(/--.*$/gm, "");
+  const code = sql.replace(/--.*$/gm, "")
+    .replace(/\bcomment on [^;]*? is\s+'(?:[^']|'')*'(?:\s+'(?:[^']|'')*')*\s*;/gi, "")
+    .replace(/'[^'\s]*'/g, "''");
   return [
     ...code.matchAll(/\b(auth|storage|extensions|vault|cron|net)\.([a-z_][a-z0-9_]*)/gi),
   ].map((match) => `${match[1]}.${match[2]}`.toLowerCase());
