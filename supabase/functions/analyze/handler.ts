@@ -7,7 +7,7 @@ import {
   shareableAnalysisTypes,
   writeAiCache,
 } from "../_shared/ai-cache.ts";
-import { type AnalysisRequest, analyzeRequest, type HashedInput } from "../_shared/analysis.ts";
+import { type AnalysisRequest, analyzeRequest } from "../_shared/analysis.ts";
 import {
   type AnalysisResult,
   type AnalyzeAccepted,
