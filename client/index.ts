@@ -15,6 +15,10 @@ import {
   ChatDelta,
   ChatRequest,
   ChatResponse,
+  Device,
+  DeviceDeleted,
+  DeviceRequest,
+  DevicesQuery,
   ErrorEnvelope,
   HealthResponse,
   HistoryQuery,
@@ -22,6 +26,7 @@ import {
   ProfileDeleteResponse,
   ProfileResponse,
   ProfileUpdateRequest,
+  RecommendationsResponse,
   type Settings,
   SyncQuery,
   SyncResponse,
@@ -67,10 +72,13 @@ export type {
   BillingResponse,
   ChatRequest,
   ChatResponse,
+  Device,
+  DeviceRequest,
   HealthResponse,
   MessageItem,
   ProfileDeleteResponse,
   ProfileResponse,
+  RecommendationsResponse,
   Settings,
   StoredObject,
   SyncResponse,
@@ -438,6 +446,29 @@ export function createApiClient(supabase: Pick<SupabaseClient, "functions" | "st
         input: { kind: "storage", bucket, path },
       });
       return await call("analyze", AnalyzeOutcome, { body });
+    },
+
+    devices: {
+      /**
+       * Registers this install's Expo push token (`getExpoPushTokenAsync`) for notifications;
+       * call it at every start, it is idempotent. Not an Expo push token: `validation_failed`.
+       */
+      async register(request: DeviceRequest): Promise<Device> {
+        return await call("devices", Device, { body: valid(DeviceRequest, request) });
+      },
+
+      /** Stops notifications to this install (on sign-out). */
+      async unregister(token: string): Promise<DeviceDeleted> {
+        const query = valid(DevicesQuery, { token });
+        return await call(withQuery("devices", { token: query.token }), DeviceDeleted, {
+          method: "DELETE",
+        });
+      },
+    },
+
+    /** The latest weekly recommendations, or `recommendation: null` before the first. */
+    async recommendations(): Promise<RecommendationsResponse> {
+      return await call("recommendations", RecommendationsResponse, { method: "GET" });
     },
 
     uploads: {

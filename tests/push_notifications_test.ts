@@ -3,11 +3,13 @@ import postgres from "postgres";
 import {
   AnalysisItem,
   AnalyzeAccepted,
+  type AnalyzeRequest,
   Device,
   HistoryResponse,
   RecommendationsResponse,
   SyncResponse,
 } from "../supabase/functions/_shared/contracts.ts";
+import { createApiClient } from "../client/index.ts";
 import { fresh, modelStack } from "./ai_support.ts";
 import { startExpoPushServer } from "./expo_push_server.ts";
 import {
@@ -62,7 +64,7 @@ async function withDevice(settings: Record<string, unknown> = {}) {
 const pushesTo = (token: string, kind?: string) =>
   push.messages.filter((m) => m.to === token && (!kind || m.data?.kind === kind));
 
-const backgroundRequest = () => ({
+const backgroundRequest = (): AnalyzeRequest => ({
   analysis_type: "clarity",
   input: { kind: "text", text: fresh("Background") },
   mode: "background",
@@ -414,3 +416,27 @@ stackTest("nobody else reads a user's devices or recommendations", async () => {
   );
   assert.equal(mine.recommendation?.summary, "Mine");
 });
+
+stackTest(
+  "the app's client registers its device, waits for a background analysis, and signs out",
+  async () => {
+    const user = await createUser("push-client");
+    await sql`update public.profiles set settings = '{"notifications_enabled": true}' where id = ${user.id}`;
+    const api = createApiClient(appClient(user.token, gateway.url));
+    const token = `ExpoPushToken[${crypto.randomUUID()}]`;
+
+    const device = await api.devices.register({ expo_push_token: token, platform: "android" });
+    assert.equal(device.expo_push_token, token);
+    assert.equal((await api.recommendations()).recommendation, null);
+    const accepted = await api.analyze(backgroundRequest());
+    assert.ok("analysis_id" in accepted);
+    const waiting = api.waitForAnalysis(accepted.analysis_id, { intervalMs: 50 });
+    await runWorker();
+    await runWorker();
+    const analysis = await waiting;
+    assert.deepEqual([analysis.id, analysis.status], [accepted.analysis_id, "done"]);
+    assert.equal(pushesTo(token, "analysis.ready").length, 1);
+
+    assert.equal((await api.devices.unregister(token)).deleted, true);
+  },
+);
