@@ -27,7 +27,7 @@ comment on column public.analyses.status is
 comment on column public.analyses.refunded_at is
   'When the unit of a failed background analysis was given back; set by the refunding statement, so at most once.';
 
--- Pending analyses of a user, for the job's lookups by id.
+-- Pending analyses by id: what ai.analyze and fail_background_analysis look up.
 create index if not exists analyses_pending_idx on public.analyses (id) where status = 'pending';
 
 -- The page's building block gains the status (a changed result type needs drop and create).
