@@ -48,17 +48,22 @@ as $$
 declare
   v_jobs integer;
 begin
-  with due as (
-    select p.id,
-           (p_at at time zone public.settings_time_zone(
-              coalesce(p.settings ->> 'timezone', p.settings -> 'quiet_hours' ->> 'timezone')))::date as week
+  -- The time zone names are read once, not per user.
+  with zones as materialized (
+    select z.name from pg_catalog.pg_timezone_names as z
+  ), active as (
+    select p.id, coalesce(z.name, 'UTC') as zone
       from public.profiles as p
+      left join zones as z
+        on z.name = coalesce(p.settings ->> 'timezone', p.settings -> 'quiet_hours' ->> 'timezone')
      where p.last_active_at > p_at - interval '14 days'
-       and pg_catalog.to_char(p_at at time zone public.settings_time_zone(
-             coalesce(p.settings ->> 'timezone', p.settings -> 'quiet_hours' ->> 'timezone')), 'ID HH24') = '1 09'
-       and (select count(*) from public.analyses as a
-             where a.user_id = p.id and a.status = 'done'
-               and a.created_at > p_at - interval '14 days') >= 3
+  ), due as (
+    select a.id, (p_at at time zone a.zone)::date as week
+      from active as a
+     where pg_catalog.to_char(p_at at time zone a.zone, 'ID HH24') = '1 09'
+       and (select count(*) from public.analyses as x
+             where x.user_id = a.id and x.status = 'done'
+               and x.created_at > p_at - interval '14 days') >= 3
   ), numbered as (
     select d.id, d.week, (pg_catalog.row_number() over (partition by d.week order by d.id) - 1) / 500 as batch
       from due as d
