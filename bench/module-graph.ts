@@ -29,7 +29,12 @@ export const EXPECTED_PACKAGES: Readonly<Record<string, ExpectedPackages>> = {
   chat: { atBoot: PIPELINE, onFirstUse: ["openai"] },
   billing: { atBoot: PIPELINE, onFirstUse: ["stripe"] },
   "stripe-webhook": { atBoot: PIPELINE, onFirstUse: ["stripe"] },
-  "process-jobs": { atBoot: PIPELINE, onFirstUse: ["stripe", "@supabase/supabase-js"] },
+  "process-jobs": {
+    atBoot: PIPELINE,
+    onFirstUse: ["stripe", "@supabase/supabase-js", "openai", "expo-server-sdk"],
+  },
+  devices: { atBoot: PIPELINE, onFirstUse: ["expo-server-sdk"] },
+  recommendations: { atBoot: PIPELINE, onFirstUse: [] },
   uploads: { atBoot: PIPELINE, onFirstUse: ["@supabase/supabase-js"] },
 };
 

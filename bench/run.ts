@@ -5,6 +5,7 @@ import { functionsBench } from "./functions.ts";
 import { hotPathBench } from "./hot-path.ts";
 import { ensureWrk, load } from "./http-load.ts";
 import { CONNECTIONS, loadBare, resultRow, SECONDS } from "./support.ts";
+import { workerBench } from "./worker.ts";
 
 /**
  * `deno task bench`: every benchmark, on the local stack (started here if it is not running),
@@ -74,6 +75,7 @@ async function main() {
       await functionsBench(),
     ];
     sections.push(await databaseBench(Deno.env.get("SUPABASE_DB_URL") ?? LOCAL_DB_URL));
+    sections.push(await workerBench(Deno.env.get("SUPABASE_DB_URL") ?? LOCAL_DB_URL));
     await Deno.writeTextFile(RESULTS, sections.join("\n\n") + "\n");
     // Aligned tables read better in a diff between two runs.
     await run(Deno.execPath(), ["fmt", "--quiet", RESULTS]);

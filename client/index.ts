@@ -6,6 +6,8 @@ import {
 } from "@supabase/supabase-js";
 import type { z } from "zod";
 import {
+  type AnalysisItem,
+  AnalyzeAccepted,
   AnalyzeRequest,
   AnalyzeResponse,
   BillingRequest,
@@ -13,6 +15,10 @@ import {
   ChatDelta,
   ChatRequest,
   ChatResponse,
+  Device,
+  DeviceDeleted,
+  DeviceRequest,
+  DevicesQuery,
   ErrorEnvelope,
   HealthResponse,
   HistoryQuery,
@@ -20,6 +26,7 @@ import {
   ProfileDeleteResponse,
   ProfileResponse,
   ProfileUpdateRequest,
+  RecommendationsResponse,
   type Settings,
   SyncQuery,
   SyncResponse,
@@ -59,15 +66,19 @@ export {
 } from "./errors.ts";
 export type {
   AnalysisItem,
+  AnalyzeAccepted,
   AnalyzeRequest,
   AnalyzeResponse,
   BillingResponse,
   ChatRequest,
   ChatResponse,
+  Device,
+  DeviceRequest,
   HealthResponse,
   MessageItem,
   ProfileDeleteResponse,
   ProfileResponse,
+  RecommendationsResponse,
   Settings,
   StoredObject,
   SyncResponse,
@@ -111,6 +122,18 @@ export interface UploadPhotoOptions {
   signal?: AbortSignal;
 }
 
+/** What `analyze` answers: the analysis, or in the background the id to `waitForAnalysis`. */
+export type AnalyzeOutcome = AnalyzeResponse | AnalyzeAccepted;
+
+export interface WaitOptions {
+  /** Stops waiting (the promise rejects with `aborted`); `AbortSignal.timeout(ms)` for a limit. */
+  signal?: AbortSignal;
+  /** The first pause between syncs; it doubles after each unchanged answer. Default 2 s. */
+  intervalMs?: number;
+  /** The longest pause. Default 30 s. */
+  maxIntervalMs?: number;
+}
+
 export type PaidPlan = Extract<BillingRequest, { action: "checkout" }>["plan"];
 
 export interface ChatStreamOptions {
@@ -147,6 +170,23 @@ function conforming<T>(name: string, schema: z.ZodType<T>, response: Response, v
 function decoded<T>(name: string, schema: z.ZodType<T>, { response, data }: Answer): T {
   if (!response.ok) throw fromAnswer(name, response, data);
   return conforming(name, schema, response, data);
+}
+
+const AnalyzeOutcome = AnalyzeResponse.or(AnalyzeAccepted);
+
+/** Resolves after `ms`, or rejects with `aborted` as soon as `signal` aborts. */
+function pauseFor(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", stop);
+      resolve();
+    }, ms);
+    const stop = () => {
+      clearTimeout(timer);
+      reject(noAnswer("sync", signal?.reason, signal));
+    };
+    signal?.addEventListener("abort", stop, { once: true });
+  });
 }
 
 /** `name?key=value&...`, built by hand so it does not depend on the runtime's URLSearchParams. */
@@ -209,6 +249,24 @@ export function createApiClient(supabase: Pick<SupabaseClient, "functions" | "st
 
   const call = async <T>(name: string, schema: z.ZodType<T>, options: InvokeOptions) =>
     decoded(name, schema, await exchange(name, options));
+
+  /**
+   * What changed since `since`. With the `etag` of the last answer to the same `since`, an
+   * unchanged state answers `{ notModified: true }` without a body.
+   */
+  async function sync({ since, etag }: SyncParams = {}): Promise<SyncResult> {
+    const query = valid(SyncQuery, { since });
+    const answer = await exchange(withQuery("sync", { ...query }), {
+      method: "GET",
+      headers: etag ? { "If-None-Match": etag } : {},
+    });
+    const answeredEtag = answer.response.headers.get("etag");
+    if (answer.response.status === 304) {
+      return { notModified: true, etag: answeredEtag ?? etag ?? null };
+    }
+    const data = decoded("sync", SyncResponse, answer);
+    return { notModified: false, etag: answeredEtag, data };
+  }
 
   /** The SSE events of a streamed chat, a lost connection becoming `network_error` or `aborted`. */
   async function* chatEvents(response: Response, signal?: AbortSignal) {
@@ -273,26 +331,42 @@ export function createApiClient(supabase: Pick<SupabaseClient, "functions" | "st
       return page as HistoryPage<T>;
     },
 
+    sync,
+
     /**
-     * What changed since `since`. With the `etag` of the last answer to the same `since`, an
-     * unchanged state answers `{ notModified: true }` without a body.
+     * The answer of `analyze`: the analysis (200), or for a background analysis (`"mode":
+     * "background"`, the default for photos) its id, to follow with `waitForAnalysis`.
      */
-    async sync({ since, etag }: SyncParams = {}): Promise<SyncResult> {
-      const query = valid(SyncQuery, { since });
-      const answer = await exchange(withQuery("sync", { ...query }), {
-        method: "GET",
-        headers: etag ? { "If-None-Match": etag } : {},
-      });
-      const answeredEtag = answer.response.headers.get("etag");
-      if (answer.response.status === 304) {
-        return { notModified: true, etag: answeredEtag ?? etag ?? null };
-      }
-      const data = decoded("sync", SyncResponse, answer);
-      return { notModified: false, etag: answeredEtag, data };
+    async analyze(request: AnalyzeRequest): Promise<AnalyzeOutcome> {
+      return await call("analyze", AnalyzeOutcome, { body: valid(AnalyzeRequest, request) });
     },
 
-    async analyze(request: AnalyzeRequest): Promise<AnalyzeResponse> {
-      return await call("analyze", AnalyzeResponse, { body: valid(AnalyzeRequest, request) });
+    /**
+     * Waits for the background analysis `id` to be `done` or `failed`, and answers it. It follows
+     * `sync` with its ETag, so each unchanged look is a 304 without a body, pausing longer after
+     * each (from `intervalMs`, doubling, up to `maxIntervalMs`): not a tight poll. Stop it with
+     * `signal`.
+     */
+    async waitForAnalysis(id: string, options: WaitOptions = {}): Promise<AnalysisItem> {
+      const { signal, intervalMs = 2_000, maxIntervalMs = 30_000 } = options;
+      let since: string | undefined;
+      let etag: string | null = null;
+      let pause = intervalMs;
+      for (;;) {
+        if (signal?.aborted) throw noAnswer("sync", signal.reason, signal);
+        const result = await sync({ since, etag });
+        if (result.notModified) {
+          pause = Math.min(pause * 2, maxIntervalMs);
+        } else {
+          const finished = result.data.analyses.find((a) => a.id === id && a.status !== "pending");
+          if (finished) return finished;
+          // The ETag belongs to the `since` it answered; a new cursor starts a new one.
+          etag = result.data.cursor === since ? result.etag : null;
+          since = result.data.cursor;
+          pause = intervalMs;
+        }
+        await pauseFor(pause, signal);
+      }
     },
 
     async chat(request: ChatRequest): Promise<ChatResponse> {
@@ -366,12 +440,35 @@ export function createApiClient(supabase: Pick<SupabaseClient, "functions" | "st
       path: string,
       analysisType: string,
       bucket: UploadBucket = "user-uploads",
-    ): Promise<AnalyzeResponse> {
+    ): Promise<AnalyzeOutcome> {
       const body = valid(AnalyzeRequest, {
         analysis_type: analysisType,
         input: { kind: "storage", bucket, path },
       });
-      return await call("analyze", AnalyzeResponse, { body });
+      return await call("analyze", AnalyzeOutcome, { body });
+    },
+
+    devices: {
+      /**
+       * Registers this install's Expo push token (`getExpoPushTokenAsync`) for notifications;
+       * call it at every start, it is idempotent. Not an Expo push token: `validation_failed`.
+       */
+      async register(request: DeviceRequest): Promise<Device> {
+        return await call("devices", Device, { body: valid(DeviceRequest, request) });
+      },
+
+      /** Stops notifications to this install (on sign-out). */
+      async unregister(token: string): Promise<DeviceDeleted> {
+        const query = valid(DevicesQuery, { token });
+        return await call(withQuery("devices", { token: query.token }), DeviceDeleted, {
+          method: "DELETE",
+        });
+      },
+    },
+
+    /** The latest weekly recommendations, or `recommendation: null` before the first. */
+    async recommendations(): Promise<RecommendationsResponse> {
+      return await call("recommendations", RecommendationsResponse, { method: "GET" });
     },
 
     uploads: {

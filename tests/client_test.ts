@@ -227,6 +227,7 @@ stackTest("analyze answers the stored analysis and the usage after it", async ()
     input: { kind: "text", text },
   });
 
+  assert.ok("analysis" in response, "a text is analysed in the request");
   assert.equal(response.cached, false);
   assert.equal(response.analysis.analysis_type, "caption");
   assert.match(response.analysis.result.summary, new RegExp(text));

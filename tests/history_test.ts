@@ -134,7 +134,17 @@ stackTest("history items carry only the columns the app shows", async () => {
   const analyses = await history(user, { type: "analyses" });
   assert.deepEqual(
     Object.keys(analyses.body.items[0]).toSorted(),
-    ["analysis_type", "cached", "created_at", "id", "input_kind", "input_path", "model", "result"],
+    [
+      "analysis_type",
+      "cached",
+      "created_at",
+      "id",
+      "input_kind",
+      "input_path",
+      "model",
+      "result",
+      "status",
+    ],
   );
   const messages = await history(user, { type: "messages" });
   assert.deepEqual(

@@ -185,3 +185,37 @@ billingTest("an event about a customer of no user is applied as nothing", async 
   const stranger = b.stripe.addSubscription({ customer: "cus_not_ours", price: PRO_PRICE });
   await applyInTurn(stripeEvent("customer.subscription.updated", stranger));
 });
+
+billingTest(
+  "a failed payment queues one billing.payment_failed notification for its user",
+  async () => {
+    const { user, customerId } = await subscriber(b);
+    const subscription = b.stripe.addSubscription({ customer: customerId, price: PRO_PRICE });
+    await applyInTurn(stripeEvent("customer.subscription.created", subscription, now() - 60));
+    const failed = stripeEvent("invoice.payment_failed", {
+      id: `in_test_${crypto.randomUUID().slice(0, 8)}`,
+      object: "invoice",
+      customer: customerId,
+      status: "open",
+      parent: {
+        type: "subscription_details",
+        subscription_details: { subscription: subscription.id },
+      },
+    }, now() - 30);
+
+    await applyInTurn(failed);
+    await deliver(b.url, failed);
+    assert.equal((await processJobs(b.url)).status, 200);
+
+    const sql = database();
+    try {
+      const jobs = await sql`
+      select payload ->> 'subject' as subject from public.background_jobs
+       where type = 'notify.send' and payload ->> 'user_id' = ${user.id}
+         and payload ->> 'kind' = 'billing.payment_failed'`;
+      assert.deepEqual(jobs.map((job) => job.subject), [failed.id]);
+    } finally {
+      await sql.end();
+    }
+  },
+);

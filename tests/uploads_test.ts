@@ -99,6 +99,7 @@ stackTest(
     const answer = await analyze(user.token, {
       analysis_type: "posture",
       input: { kind: "storage", bucket: "user-uploads", path: granted.path },
+      mode: "sync",
     });
     assert.equal(answer.status, 200, JSON.stringify(answer.body));
     const { analysis } = AnalyzeResponse.parse(answer.body);
@@ -371,7 +372,12 @@ stackTest("the app's client uploads a photo and has it analysed by its path", as
     new Uint8Array(await file.arrayBuffer()),
   );
 
-  const { analysis } = await api.analyzePhoto(granted.path, "nutrition");
+  const accepted = await api.analyzePhoto(granted.path, "nutrition");
+  assert.ok("analysis_id" in accepted, "a photo is analysed in the background");
+  const waiting = api.waitForAnalysis(accepted.analysis_id, { intervalMs: 50 });
+  assert.equal((await processJobs(gateway.url)).status, 200);
+  const analysis = await waiting;
+  assert.equal(analysis.status, "done");
   assert.equal(analysis.input_path, `user-uploads/${granted.path}`);
   assert.deepEqual((await api.uploads.list()).items.map((item) => item.path), [granted.path]);
   assert.equal((await api.uploads.delete(granted.path)).storage.used_bytes, 0);

@@ -55,6 +55,14 @@ const ConfigSchema = z.object({
   BILLING_CANCEL_URL: z.string().min(1).default("aiapp://billing/cancel"),
   BILLING_RETURN_URL: z.string().min(1).default("aiapp://billing"),
 
+  /**
+   * Another Expo push API host (`http://127.0.0.1:8123`, the tests' push server); unset is Expo's
+   * own. expo-server-sdk reads this variable from the environment itself when it loads.
+   */
+  EXPO_BASE_URL: z.url().optional(),
+  /** Expo's access token, when the project enables enhanced push security. */
+  EXPO_ACCESS_TOKEN: z.string().min(1).optional(),
+
   /** Background jobs one `process-jobs` run claims at most, in waves of JOB_CONCURRENCY. */
   JOB_BATCH_SIZE: positiveInt(20),
   JOB_CONCURRENCY: positiveInt(4),

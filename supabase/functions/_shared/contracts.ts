@@ -68,12 +68,30 @@ export const ErrorEnvelope = z.object({
 });
 export type ErrorEnvelope = z.infer<typeof ErrorEnvelope>;
 
+/** An IANA time zone name the runtime knows, such as `Europe/Berlin`. */
+const TimeZone = Text.max(64).regex(/^[A-Za-z][A-Za-z0-9_+-]*(\/[A-Za-z0-9_+-]+){0,2}$/).refine(
+  (zone) => {
+    try {
+      new Intl.DateTimeFormat("en", { timeZone: zone });
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: "must be a known IANA time zone" },
+);
+const ClockTime = Text.regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, "must be HH:MM");
+
 /** A profile's settings; the database enforces the same rules (`profile_settings_are_valid`). */
 export const Settings = z.strictObject({
   locale: Text.regex(/^[a-z]{2}(-[A-Z]{2})?$/, "must look like en or en-US").optional(),
   theme: z.enum(["system", "light", "dark"]).optional(),
   notifications_enabled: z.boolean().optional(),
   default_analysis_type: Text.min(1).max(64).optional(),
+  /** The user's IANA time zone, for what happens at a local hour (weekly recommendations). */
+  timezone: TimeZone.optional(),
+  /** No push notification between start and end ("HH:MM", local); they wait until the end. */
+  quiet_hours: z.strictObject({ start: ClockTime, end: ClockTime, timezone: TimeZone }).optional(),
 });
 export type Settings = z.infer<typeof Settings>;
 
@@ -173,16 +191,23 @@ export const AnalysisResult = z.object({
 });
 export type AnalysisResult = z.infer<typeof AnalysisResult>;
 
+export const AnalysisStatus = z.enum(["pending", "done", "failed"]);
+
+/**
+ * An analysis; `result` is there once it is `done`. A background analysis is `pending` until
+ * its job ends, and its `created_at` is then the moment its result (or failure) was stored.
+ */
 export const AnalysisItem = z.object({
   id: z.uuid(),
   created_at: Timestamp,
+  status: AnalysisStatus,
   analysis_type: z.string(),
   input_kind: z.enum(["text", "image_url", "image_base64", "storage"]).nullable(),
   /** For input_kind `storage`: `<bucket>/<path>` of the analysed object. */
   input_path: z.string().nullable(),
   model: z.string().nullable(),
   cached: z.boolean(),
-  result: AnalysisResult,
+  result: AnalysisResult.nullable(),
 });
 export type AnalysisItem = z.infer<typeof AnalysisItem>;
 
@@ -202,6 +227,8 @@ export const HistoryQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(100).default(20),
   cursor: Cursor.optional(),
   conversation_id: z.uuid().optional(),
+  /** One analysis by id (type=analyses): a page of it alone, or 404. */
+  id: z.uuid().optional(),
 });
 export type HistoryQuery = z.infer<typeof HistoryQuery>;
 
@@ -275,16 +302,32 @@ export type AnalyzeInput = z.infer<typeof AnalyzeInput>;
 export const AnalyzeRequest = z.strictObject({
   analysis_type: Text.min(1).max(64),
   input: AnalyzeInput,
+  /**
+   * `background` answers 202 `AnalyzeAccepted` at once and analyses in a job (the default for
+   * `storage` inputs); `sync` answers with the analysis.
+   */
+  mode: z.enum(["sync", "background"]).optional(),
 });
 export type AnalyzeRequest = z.infer<typeof AnalyzeRequest>;
 
+/** A finished analysis, as `analyze` answers it. */
+export const DoneAnalysis = AnalysisItem.extend({
+  status: z.literal("done"),
+  result: AnalysisResult,
+});
+export type DoneAnalysis = z.infer<typeof DoneAnalysis>;
+
 export const AnalyzeResponse = z.object({
-  analysis: AnalysisItem,
+  analysis: DoneAnalysis,
   /** True when the result came from the AI response cache rather than the model. */
   cached: z.boolean(),
   usage: Usage,
 });
 export type AnalyzeResponse = z.infer<typeof AnalyzeResponse>;
+
+/** `analyze` in the background (202): follow it with `history?id=` or `sync`. */
+export const AnalyzeAccepted = z.object({ analysis_id: z.uuid(), status: z.literal("pending") });
+export type AnalyzeAccepted = z.infer<typeof AnalyzeAccepted>;
 
 export const ChatRequest = z.strictObject({
   /** Omit to start a new conversation. */
@@ -405,3 +448,45 @@ export const ProcessJobsResponse = z.object({
   dead: z.number().int().nonnegative(),
 });
 export type ProcessJobsResponse = z.infer<typeof ProcessJobsResponse>;
+
+// ---------------------------------------------------------------------------------------------
+// devices and recommendations
+// ---------------------------------------------------------------------------------------------
+
+/** `POST devices`: the Expo push token of this install (from `getExpoPushTokenAsync`). */
+export const DeviceRequest = z.strictObject({
+  expo_push_token: Text.min(1).max(255),
+  platform: z.enum(["ios", "android", "web"]),
+  app_version: Text.min(1).max(64).optional(),
+});
+export type DeviceRequest = z.infer<typeof DeviceRequest>;
+
+export const Device = z.object({
+  id: z.uuid(),
+  expo_push_token: z.string(),
+  platform: z.enum(["ios", "android", "web"]),
+  app_version: z.string().nullable(),
+  last_seen_at: Timestamp,
+  created_at: Timestamp,
+});
+export type Device = z.infer<typeof Device>;
+
+/** `DELETE devices?token=` (query string; required there). */
+export const DevicesQuery = z.strictObject({ token: Text.min(1).max(255).optional() });
+export type DevicesQuery = z.infer<typeof DevicesQuery>;
+
+export const DeviceDeleted = z.object({ deleted: z.boolean() });
+export type DeviceDeleted = z.infer<typeof DeviceDeleted>;
+
+/** The latest weekly recommendations made for the caller, or null before the first. */
+export const RecommendationsResponse = z.object({
+  recommendation: z.object({
+    id: z.uuid(),
+    week: z.iso.date(),
+    created_at: Timestamp,
+    summary: z.string(),
+    items: z.array(z.string()),
+    analyses_count: z.number().int(),
+  }).nullable(),
+});
+export type RecommendationsResponse = z.infer<typeof RecommendationsResponse>;

@@ -68,7 +68,9 @@ export async function refundUsage(
  * value delivered. While no model output has reached the client, a failure refunds the units
  * (once, however many failures follow); from the moment any output is on its way (a streamed
  * piece, or a 2xx body), the units stay spent whatever fails afterwards, and that failure is
- * logged with the request id.
+ * logged with the request id. A background analysis keeps the same rule in SQL: its delivery is
+ * the stored `done` analysis (`complete_background_analysis`), and its refund, when its job ends
+ * dead, is `fail_background_analysis`, once (migration 20261206007200).
  */
 export class Charge {
   #delivered = false;

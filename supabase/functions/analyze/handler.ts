@@ -1,4 +1,4 @@
-import { analyzeWithModel, type ModelInput, PROMPT_VERSION, requireAi } from "../_shared/ai.ts";
+import { PROMPT_VERSION, requireAi } from "../_shared/ai.ts";
 import {
   aiCacheKey,
   canonicalJson,
@@ -7,17 +7,20 @@ import {
   shareableAnalysisTypes,
   writeAiCache,
 } from "../_shared/ai-cache.ts";
+import { type AnalysisRequest, analyzeRequest } from "../_shared/analysis.ts";
 import {
-  type AnalysisItem,
   type AnalysisResult,
+  type AnalyzeAccepted,
   type AnalyzeInput,
   AnalyzeRequest,
   type AnalyzeResponse,
+  type DoneAnalysis,
 } from "../_shared/contracts.ts";
 import type { Sql } from "../_shared/db.ts";
 import { json } from "../_shared/http.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
-import { ANALYSIS_URL_SECONDS, createDownloadUrl, ownedObject } from "../_shared/storage.ts";
+import type { AnalyzeJobPayload } from "../_shared/jobs/ai-analyze.ts";
+import { ownedObject } from "../_shared/storage.ts";
 import { Charge, currentUsage } from "../_shared/usage.ts";
 
 /**
@@ -38,15 +41,14 @@ import { Charge, currentUsage } from "../_shared/usage.ts";
  *      503; once it has answered, the answer is delivered and the unit kept even if storing it
  *      fails (the `Charge` rule).
  * Every answer carries the usage numbers as they stand after it.
+ *
+ * In the background (`"mode": "background"`, the default for `storage` inputs), step 3 takes
+ * the unit the same way, then stores a `pending` analysis and queues its `ai.analyze` job in one
+ * statement (`enqueue_background_analysis`) and answers 202 `AnalyzeAccepted`; the job does the
+ * model call under the same rules (see `_shared/jobs/ai-analyze.ts`). The job is idempotent on
+ * the `Idempotency-Key` header (else the request id): a repeated request is answered with the
+ * first one's analysis and charged nothing. A cache hit is answered at once, as in step 2.
  */
-
-/**
- * What is hashed, sent to the model and stored: equal requests must look equal. A Storage
- * object's version is part of it, so a replaced object is not answered with the old one's result.
- */
-type HashedInput =
-  | AnalyzeInput
-  | (Extract<AnalyzeInput, { kind: "storage" }> & { version: string });
 
 /** What is hashed, sent to the model and stored: equal requests must look equal. */
 function normalised(request: AnalyzeRequest): { analysisType: string; input: AnalyzeInput } {
@@ -61,9 +63,7 @@ function normalised(request: AnalyzeRequest): { analysisType: string; input: Ana
   };
 }
 
-interface Analysis {
-  analysisType: string;
-  input: HashedInput;
+interface Analysis extends AnalysisRequest {
   inputHash: string;
   result: AnalysisResult;
   model: string;
@@ -71,10 +71,11 @@ interface Analysis {
 }
 
 /** The analysis as answered; also what is answered when it could not be stored. */
-function analysisItem(analysis: Analysis): AnalysisItem {
+function analysisItem(analysis: Analysis): DoneAnalysis {
   return {
     id: crypto.randomUUID(),
     created_at: new Date().toISOString(),
+    status: "done",
     analysis_type: analysis.analysisType,
     input_kind: analysis.input.kind,
     input_path: analysis.input.kind === "storage"
@@ -86,7 +87,7 @@ function analysisItem(analysis: Analysis): AnalysisItem {
   };
 }
 
-async function store(db: Sql, userId: string, item: AnalysisItem, inputHash: string) {
+async function store(db: Sql, userId: string, item: DoneAnalysis, inputHash: string) {
   const [row] = await db<{ created_at: Date }[]>`
     with inserted as (
       insert into public.analyses
@@ -103,14 +104,37 @@ async function store(db: Sql, userId: string, item: AnalysisItem, inputHash: str
   return { ...item, created_at: row.created_at.toISOString() };
 }
 
+const accepted = (analysisId: string) =>
+  json({ analysis_id: analysisId, status: "pending" } satisfies AnalyzeAccepted, { status: 202 });
+
+/**
+ * Stores the pending analysis and queues its job, in one statement; answers the id of the
+ * analysis the job's key stands for (another one's, when a twin request queued first).
+ */
+async function enqueueAnalysis(
+  db: Sql,
+  jobKey: string,
+  payload: AnalyzeJobPayload,
+  inputHash: string,
+  chargedUntil: string,
+): Promise<string> {
+  const { input } = payload;
+  const [row] = await db<{ analysis_id: string }[]>`
+    select public.enqueue_background_analysis(
+             ${jobKey}, ${db.json(payload as never)}, ${input.kind},
+             ${input.kind === "storage" ? `${input.bucket}/${input.path}` : null},
+             ${inputHash}, ${chargedUntil}) as analysis_id`;
+  return row.analysis_id;
+}
+
 export const handler = defineFunction(
   { name: "analyze", methods: ["POST"], auth: "user", rateLimit: "ai", body: AnalyzeRequest },
-  async ({ caller, profile: { plan }, body, config, requestId, sql: db, redis }) => {
+  async ({ req, caller, profile: { plan }, body, config, requestId, sql: db, redis }) => {
     requireAi(config);
     const model = config.OPENAI_MODEL;
     const ttl = config.AI_CACHE_TTL_SECONDS;
     const asked = normalised(body);
-    const request: { analysisType: string; input: HashedInput } = asked.input.kind === "storage"
+    const request: AnalysisRequest = asked.input.kind === "storage"
       ? {
         ...asked,
         input: {
@@ -142,19 +166,43 @@ export const handler = defineFunction(
       return json({ analysis: answered(cached), cached: true, usage } satisfies AnalyzeResponse);
     }
 
+    const background = !cached &&
+      (body.mode ?? (body.input.kind === "storage" ? "background" : "sync")) === "background";
+    if (background) {
+      const jobKey = `ai.analyze:${caller.id}:${req.headers.get("idempotency-key") ?? requestId}`;
+      const [queued] = await db<{ analysis_id: string }[]>`
+        select payload ->> 'analysis_id' as analysis_id
+          from public.background_jobs where idempotency_key = ${jobKey}`;
+      if (queued) return accepted(queued.analysis_id);
+      const charge = await Charge.take(db, caller.id, requestId, 1);
+      const payload: AnalyzeJobPayload = {
+        analysis_id: crypto.randomUUID(),
+        user_id: caller.id,
+        request_id: requestId,
+        analysis_type: request.analysisType,
+        input: request.input,
+        cache_key: key,
+        cache_owner: owner,
+        max_output_tokens: plan.max_output_tokens,
+      };
+      let analysisId: string;
+      try {
+        analysisId = await enqueueAnalysis(db, jobKey, payload, inputHash, charge.usage.resets_at);
+      } catch (error) {
+        throw await charge.failed(error);
+      }
+      // A concurrent twin queued first: this request's unit goes back, its analysis is the answer.
+      if (analysisId !== payload.analysis_id) {
+        await charge.failed(new Error(`duplicate of analysis ${analysisId}`));
+      }
+      return accepted(analysisId);
+    }
+
     const charge = await Charge.take(db, caller.id, requestId, cached ? plan.cache_hit_cost : 1);
     let result = cached;
     if (!result) {
       try {
-        const { input } = request;
-        // The model reads the object through a short-lived URL: never a key, never public.
-        const modelInput: ModelInput = input.kind === "storage"
-          ? {
-            kind: "image_url",
-            url: await createDownloadUrl(config, input.bucket, input.path, ANALYSIS_URL_SECONDS),
-          }
-          : input;
-        result = await analyzeWithModel(config, { ...request, input: modelInput }, {
+        result = await analyzeRequest(config, request, {
           requestId,
           maxOutputTokens: plan.max_output_tokens,
         });

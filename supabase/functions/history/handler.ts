@@ -1,7 +1,7 @@
 import { z } from "zod";
-import { HistoryQuery, HistoryResponse } from "../_shared/contracts.ts";
+import { AnalysisItem, HistoryQuery, HistoryResponse } from "../_shared/contracts.ts";
 import { decodeCursor, encodeCursor, type Position } from "../_shared/cursor.ts";
-import { asUser, type Tx } from "../_shared/db.ts";
+import { asUser, jsonObjectSql, type Tx } from "../_shared/db.ts";
 import { ApiError } from "../_shared/errors.ts";
 import { json } from "../_shared/http.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
@@ -19,7 +19,12 @@ import { defineFunction } from "../_shared/pipeline.ts";
  * stitched from consecutive windows until it is full or the history ends, at most
  * `MAX_WINDOWS` calls: two years, the default retention of both tables, so a page is short only
  * where the history ends unless an operator keeps more (and then `has_more` says so).
+ *
+ * `?id=` answers a page of that one analysis (404 when the caller has none with that id): how
+ * the app follows a background analysis from `pending` to `done` or `failed`.
  */
+
+const ANALYSIS_JSON = jsonObjectSql(AnalysisItem, "a");
 
 const MAX_WINDOWS = 12;
 
@@ -73,6 +78,31 @@ export const handler = defineFunction(
       throw new ApiError("validation_failed", "conversation_id: only applies to type=messages", {
         field: "conversation_id",
       });
+    }
+    if (query.id) {
+      if (query.type !== "analyses") {
+        throw new ApiError("validation_failed", "id: only applies to type=analyses", {
+          field: "id",
+        });
+      }
+      const id = query.id;
+      const [row] = await asUser(
+        sql,
+        caller,
+        (tx) =>
+          tx`select ${
+            tx.unsafe(ANALYSIS_JSON)
+          } as item from public.analyses as a where a.id = ${id}`,
+      );
+      if (!row) throw new ApiError("not_found", "no such analysis");
+      return json(
+        {
+          type: "analyses",
+          items: [AnalysisItem.parse(row.item)],
+          next_cursor: null,
+          has_more: false,
+        } satisfies HistoryResponse,
+      );
     }
     const from = query.cursor ? decodeCursor(query.type, query.cursor, "cursor") : null;
     const { items, next } = await asUser(

@@ -42,7 +42,7 @@ from unnest(array['analyses', 'chat_messages', 'activities', 'api_metrics']) as 
 -- Columns worth pinning down.
 select col_type_is('public', 'analyses', 'id', 'uuid', 'analyses.id is a uuid');
 select col_default_is('public', 'analyses', 'id', 'gen_random_uuid()', 'analyses.id defaults to gen_random_uuid()');
-select col_not_null('public', 'analyses', 'result', 'analyses.result is required');
+select col_is_null('public', 'analyses', 'result', 'analyses.result may be null: a pending or failed analysis has none (20261206007200)');
 select col_default_is('public', 'analyses', 'cached', 'false', 'analyses.cached defaults to false');
 select col_type_is('public', 'api_metrics', 'id', 'bigint', 'api_metrics.id is a bigint');
 select is(

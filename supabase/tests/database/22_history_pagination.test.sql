@@ -67,7 +67,7 @@ select is(
 select is(
   (select array_agg(k order by k) from public.analyses_page('a2000000-0000-4000-8000-000000000001') as p,
                                      jsonb_object_keys(p.items -> 0) as k),
-  array['analysis_type', 'cached', 'created_at', 'id', 'input_kind', 'input_path', 'model', 'result'],
+  array['analysis_type', 'cached', 'created_at', 'id', 'input_kind', 'input_path', 'model', 'result', 'status'],
   'analyses items carry only the fields the app shows (no user_id, no input_hash)'
 );
 

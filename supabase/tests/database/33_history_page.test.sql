@@ -42,7 +42,7 @@ select is(
   (select array_agg(k order by k)
      from public.analyses_page('a3300000-0000-4000-8000-000000000001') as p,
           jsonb_object_keys(p.items -> 0) as k),
-  array['analysis_type', 'cached', 'created_at', 'id', 'input_kind', 'input_path', 'model', 'result'],
+  array['analysis_type', 'cached', 'created_at', 'id', 'input_kind', 'input_path', 'model', 'result', 'status'],
   'an analysis item has the fields of analyses_in_window'
 );
 select is(

@@ -22,6 +22,8 @@ export interface JobHandler {
    * leave the job dead, where waiting keeps it for a worker that can run it.
    */
   needsStripe: boolean;
+  /** Likewise for a model: only workers with `OPENAI_API_KEY` claim this job. */
+  needsAi?: boolean;
   run(payload: unknown, ctx: JobContext): Promise<void>;
 }
 

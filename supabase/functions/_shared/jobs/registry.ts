@@ -1,7 +1,11 @@
 import type { Config } from "../config.ts";
+import { analyzeInBackground } from "./ai-analyze.ts";
 import { forgetAiCache } from "./ai-cache-forget.ts";
+import { makeRecommendations } from "./ai-recommendations.ts";
 import type { JobHandler } from "./job.ts";
 import { cleanUpExpiredData } from "./maintenance-cleanup.ts";
+import { readPushReceipts } from "./notify-receipts.ts";
+import { sendNotification } from "./notify-send.ts";
 import { refreshStatistics } from "./statistics-refresh.ts";
 import { cleanUpStorage } from "./storage-cleanup.ts";
 import { applyStripeEvent } from "./stripe-apply-event.ts";
@@ -19,6 +23,10 @@ export const JOB_HANDLERS: Readonly<Record<string, JobHandler>> = {
   "statistics.refresh": refreshStatistics,
   "maintenance.cleanup": cleanUpExpiredData,
   "storage.cleanup": cleanUpStorage,
+  "ai.analyze": analyzeInBackground,
+  "ai.recommendations": makeRecommendations,
+  "notify.send": sendNotification,
+  "notify.receipts": readPushReceipts,
 };
 
 /**
@@ -31,5 +39,6 @@ export function runnableJobTypes(
 ): string[] {
   return Object.entries(handlers)
     .filter(([, handler]) => !handler.needsStripe || c.STRIPE_SECRET_KEY !== undefined)
+    .filter(([, handler]) => !handler.needsAi || c.OPENAI_API_KEY !== undefined)
     .map(([type]) => type);
 }

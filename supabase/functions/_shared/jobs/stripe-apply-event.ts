@@ -135,6 +135,11 @@ export const applyStripeEvent: JobHandler = {
         update public.stripe_events set last_error = left(${message}, 10000) where id = ${eventId}`;
       throw error;
     }
+    if (event.type === "invoice.payment_failed" && applied?.userId) {
+      // Queued before the event counts as processed, so a crash in between cannot lose it.
+      await ctx.sql`
+        select public.enqueue_notification(${applied.userId}, 'billing.payment_failed', ${event.id})`;
+    }
     await ctx.sql`
       update public.stripe_events set processed_at = now(), last_error = null where id = ${eventId}`;
     log.info("stripe event applied", {
