@@ -164,16 +164,3 @@ export function createRateLimiter(deps: { redis: () => Redis; sql: () => Sql }):
     },
   };
 }
-
-/** The headers every rate-limited response carries. */
-export function rateLimitHeaders(decision: RateLimitDecision): Record<string, string> {
-  const headers: Record<string, string> = {
-    "x-ratelimit-limit": String(decision.limit),
-    "x-ratelimit-remaining": String(decision.remaining),
-    "x-ratelimit-reset": String(Math.ceil(decision.resetAt / 1000)),
-  };
-  if (!decision.allowed) {
-    headers["retry-after"] = String(Math.max(1, Math.ceil((decision.resetAt - Date.now()) / 1000)));
-  }
-  return headers;
-}
