@@ -1,5 +1,5 @@
 import postgres from "postgres";
-import { startGateway } from "../local/gateway.ts";
+import { type Gateway, startGateway } from "../local/gateway.ts";
 import {
   LOCAL_DB_URL,
   LOCAL_JWT_SECRET,
@@ -11,7 +11,10 @@ import { run } from "../local/process.ts";
 import { ensureSigningKey, publicJwks, signUserToken } from "../local/signing-key.ts";
 import { LOCAL_FUNCTION_ENV } from "../local/stack.ts";
 import { ensureUser } from "../local/users.ts";
+import { KEY as SKELETON_KEY } from "./fixtures/skeleton.ts";
+import { type Frame, profileUnderLoad } from "./cpu-profile.ts";
 import { load, type LoadResult, rotatingTokensScript } from "./http-load.ts";
+import { cpuSeconds, perRequest } from "./process-cpu.ts";
 import { CONNECTIONS, loadBare, resultRow, SECONDS } from "./support.ts";
 
 /**
@@ -24,7 +27,9 @@ import { CONNECTIONS, loadBare, resultRow, SECONDS } from "./support.ts";
  */
 
 const USERS = 200;
-const FIXTURES = new URL("../tests/fixtures/", import.meta.url).pathname;
+const TEST_FIXTURES = new URL("../tests/fixtures/", import.meta.url).pathname;
+const BENCH_FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
+const SUPABASE_DIR = new URL("../supabase/", import.meta.url).pathname;
 
 async function bridgeRoundTrips(): Promise<number> {
   const response = await fetch(`${LOCAL_UPSTASH_URL}/__local/stats`, {
@@ -38,34 +43,6 @@ async function statements(sql: postgres.Sql, pattern: string): Promise<number> {
     select coalesce(sum(calls), 0)::float8 as calls from extensions.pg_stat_statements
      where query ilike ${pattern}`;
   return calls;
-}
-
-/** CPU seconds (user + system) the processes matching each pattern have used so far. */
-async function cpuSeconds(patterns: Record<string, string[]>): Promise<Record<string, number>> {
-  const ticksPerSecond = 100;
-  const totals: Record<string, number> = {};
-  for (const [name, args] of Object.entries(patterns)) {
-    const pids = (await run("pgrep", args).catch(() => "")).split("\n").filter(Boolean);
-    let ticks = 0;
-    for (const pid of pids) {
-      const stat = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => "");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      ticks += Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
-    }
-    totals[name] = ticks / ticksPerSecond;
-  }
-  return totals;
-}
-
-/** Where the CPU goes: the machine's processes that serve a request, by what they are. */
-function processesFor(fn: string): Record<string, string[]> {
-  return {
-    [`function process (${fn})`]: ["-f", `function-worker.ts .*/${fn}/index.ts`],
-    "gateway (this benchmark's process)": ["-f", "bench/run.ts"],
-    "Upstash bridge (the stack's process)": ["-f", "local/stack.ts dev"],
-    "redis-server": ["-x", "redis-server"],
-    "Postgres (all backends)": ["-u", "postgres"],
-  };
 }
 
 interface Measured {
@@ -85,9 +62,9 @@ async function measure(
 ): Promise<Measured> {
   const trips = await bridgeRoundTrips();
   await sql`select extensions.pg_stat_statements_reset()`;
-  const cpuBefore = await cpuSeconds(processesFor(fn));
+  const cpuBefore = await cpuSeconds(fn);
   const result = await load(url, { connections: CONNECTIONS, seconds: SECONDS, script });
-  const cpuAfter = await cpuSeconds(processesFor(fn));
+  const cpuAfter = await cpuSeconds(fn);
   await new Promise((resolve) => setTimeout(resolve, 500));
   const total = await statements(sql, "%");
   const metrics = await statements(sql, "%insert into public.api_metrics%");
@@ -99,28 +76,34 @@ async function measure(
     // a hair below zero.
     statementsPerRequest: Math.max(0, (total - metrics - own) / result.requests),
     metricsInsertsPerRequest: metrics / result.requests,
-    cpuPerRequest: Object.fromEntries(
-      Object.keys(cpuAfter).map((name) => [
-        name,
-        ((cpuAfter[name] - cpuBefore[name]) / result.requests) * 1e6,
-      ]),
-    ),
+    cpuPerRequest: perRequest(cpuBefore, cpuAfter, result.requests),
   };
 }
 
-function cpuTable(cached: Measured, metered: Measured): string[] {
-  const names = Object.keys(cached.cpuPerRequest).map((name) => name.replace(/ \(whoami\)$/, ""));
-  const rows = names.map((name, i) => {
-    const a = Object.values(cached.cpuPerRequest)[i];
-    const b = Object.values(metered.cpuPerRequest)[i];
-    return `| ${name} | ${a.toFixed(0)} | ${b.toFixed(0)} |`;
-  });
+function cpuTable(columns: [string, Measured][]): string[] {
+  const names = Object.keys(columns[0][1].cpuPerRequest);
   const sum = (m: Measured) => Object.values(m.cpuPerRequest).reduce((x, y) => x + y, 0);
   return [
-    "| CPU µs per request | `GET whoami` | `POST metered` |",
-    "| --- | ---: | ---: |",
-    ...rows,
-    `| total | ${sum(cached).toFixed(0)} | ${sum(metered).toFixed(0)} |`,
+    `| CPU µs per request | ${columns.map(([label]) => label).join(" | ")} |`,
+    `| --- |${" ---: |".repeat(columns.length)}`,
+    ...names.map((name) =>
+      `| ${name} | ${columns.map(([, m]) => m.cpuPerRequest[name].toFixed(0)).join(" | ")} |`
+    ),
+    `| total | ${columns.map(([, m]) => sum(m).toFixed(0)).join(" | ")} |`,
+  ];
+}
+
+const FUNCTION_CPU = "function process";
+
+function framesTable(label: string, frames: Frame[]): string[] {
+  return [
+    `Top ${frames.length} frames by self time, ${label} (share of the process's busy time):`,
+    "",
+    "| frame | where | self |",
+    "| --- | --- | ---: |",
+    ...frames.map((f) =>
+      `| \`${f.name}\` | ${f.where ? `\`${f.where}\`` : ""} | ${(f.selfShare * 100).toFixed(1)} % |`
+    ),
   ];
 }
 
@@ -161,20 +144,43 @@ update public.profiles set usage_count = usage_count + 1
 const pct = (part: number, whole: number) => `${((part / whole) * 100).toFixed(1)} %`;
 const verdict = (ok: boolean) => (ok ? "met" : "**missed**");
 
+/** The function process's CPU per request against its skeleton's, both from this run. */
+const TARGET_CPU_RATIO = 1.6;
+
+interface Gateways {
+  /** tests/fixtures: `whoami` and `metered`. */
+  fixtures: Gateway;
+  /** bench/fixtures: the skeletons. */
+  skeletons: Gateway;
+  /** supabase/functions: the real `profile`. */
+  functions: Gateway;
+}
+
+async function startGateways(jwks: { keys: unknown[] }): Promise<Gateways> {
+  const start = (dir: string) =>
+    startGateway({
+      port: 0,
+      functionsDir: `${dir}functions`,
+      configPath: `${dir}config.toml`,
+      env: { ...LOCAL_FUNCTION_ENV, ...Deno.env.toObject() },
+      jwks,
+      jwtSecret: LOCAL_JWT_SECRET,
+      issuer: `${LOCAL_SUPABASE_URL}/auth/v1`,
+      log: () => {},
+    });
+  return {
+    fixtures: await start(TEST_FIXTURES),
+    skeletons: await start(BENCH_FIXTURES),
+    functions: await start(SUPABASE_DIR),
+  };
+}
+
 export async function hotPathBench(): Promise<string> {
   const sql = postgres(LOCAL_DB_URL, { max: 2, onnotice: () => {} });
   const key = await ensureSigningKey();
-  const gateway = await startGateway({
-    port: 0,
-    functionsDir: `${FIXTURES}functions`,
-    configPath: `${FIXTURES}config.toml`,
-    env: { ...LOCAL_FUNCTION_ENV, ...Deno.env.toObject() },
-    jwks: publicJwks(key),
-    jwtSecret: LOCAL_JWT_SECRET,
-    issuer: `${LOCAL_SUPABASE_URL}/auth/v1`,
-    log: () => {},
-  });
+  const gateways = await startGateways(publicJwks(key));
   const ids: string[] = [];
+  const scripts: string[] = [];
   try {
     await sql`
       insert into public.plans (id, name, monthly_quota, ai_per_minute, general_per_minute,
@@ -195,28 +201,72 @@ export async function hotPathBench(): Promise<string> {
 
     const getScript = await rotatingTokensScript(tokens, "GET");
     const postScript = await rotatingTokensScript(tokens, "POST", "{}");
-    const whoamiUrl = `${gateway.url}/functions/v1/whoami`;
-    const meteredUrl = `${gateway.url}/functions/v1/metered`;
+    scripts.push(getScript, postScript);
+    const urls = {
+      whoami: `${gateways.fixtures.url}/functions/v1/whoami`,
+      metered: `${gateways.fixtures.url}/functions/v1/metered`,
+      profile: `${gateways.functions.url}/functions/v1/profile`,
+      skeletonGet: `${gateways.skeletons.url}/functions/v1/skeleton-get`,
+      skeletonMetered: `${gateways.skeletons.url}/functions/v1/skeleton-metered`,
+    };
     // Warm every user's profile cache and each function process before measuring.
     for (const token of tokens) {
       const headers = { authorization: `Bearer ${token}` };
-      await (await fetch(whoamiUrl, { headers })).body?.cancel();
-      await (await fetch(meteredUrl, { method: "POST", headers, body: "{}" })).body?.cancel();
+      await (await fetch(urls.whoami, { headers })).body?.cancel();
+      await (await fetch(urls.profile, { headers })).body?.cancel();
+      await (await fetch(urls.metered, { method: "POST", headers, body: "{}" })).body?.cancel();
     }
-    const sample = await (await fetch(whoamiUrl, {
+    const sample = await (await fetch(urls.whoami, {
       headers: { authorization: `Bearer ${tokens[0]}` },
     })).text();
+    await (await fetch(`${LOCAL_UPSTASH_URL}/set/${SKELETON_KEY}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${LOCAL_UPSTASH_TOKEN}` },
+      body: sample,
+    })).body?.cancel();
+    for (const token of tokens.slice(0, 10)) {
+      const headers = { authorization: `Bearer ${token}` };
+      await (await fetch(urls.skeletonGet, { headers })).body?.cancel();
+      await (await fetch(urls.skeletonMetered, { method: "POST", headers, body: "{}" })).body
+        ?.cancel();
+    }
 
     const baseline = await loadBare(sample);
-    const cached = await measure(sql, whoamiUrl, getScript, "whoami");
-    const metered = await measure(sql, meteredUrl, postScript, "metered");
+    const skeletonGet = await measure(sql, urls.skeletonGet, getScript, "skeleton-get");
+    const cached = await measure(sql, urls.whoami, getScript, "whoami");
+    const profile = await measure(sql, urls.profile, getScript, "profile");
+    const skeletonMetered = await measure(
+      sql,
+      urls.skeletonMetered,
+      postScript,
+      "skeleton-metered",
+    );
+    const metered = await measure(sql, urls.metered, postScript, "metered");
     const [{ overgrant }] = await sql<{ overgrant: number }[]>`
       select count(*)::int as overgrant from public.profiles p join public.plans pl
           on pl.id = p.plan_id where p.id = any(${ids}) and p.usage_count > pl.monthly_quota`;
     const updateTps = await pgbenchBareUpdate(sql, ids);
+    const env = { ...LOCAL_FUNCTION_ENV, ...Deno.env.toObject() };
+    const profiling = { seconds: SECONDS, connections: CONNECTIONS };
+    const profileFrames = await profileUnderLoad(
+      `${SUPABASE_DIR}functions/profile/index.ts`,
+      env,
+      { ...profiling, script: getScript },
+    );
+    const meteredFrames = await profileUnderLoad(
+      `${TEST_FIXTURES}functions/metered/index.ts`,
+      env,
+      { ...profiling, script: postScript },
+    );
 
     const getRatio = cached.result.requestsPerSecond / baseline.requestsPerSecond;
     const meteredRatio = metered.result.requestsPerSecond / updateTps;
+    const own = (m: Measured) => m.cpuPerRequest[FUNCTION_CPU];
+    const cpuRatios: [string, Measured, Measured][] = [
+      ["`GET whoami` / skeleton GET", cached, skeletonGet],
+      ["`GET profile` / skeleton GET", profile, skeletonGet],
+      ["`POST metered` / skeleton metered", metered, skeletonMetered],
+    ];
     const perRequest = (name: string, m: Measured) =>
       `| ${name} | ${m.roundTripsPerRequest.toFixed(2)} | ${m.statementsPerRequest.toFixed(2)} | ${
         m.metricsInsertsPerRequest.toFixed(3)
@@ -225,20 +275,29 @@ export async function hotPathBench(): Promise<string> {
       "## Hot path: warm authenticated requests against the bare baselines",
       "",
       `${USERS} users spread over a plan whose limits never bind; each request carries the JWT of`,
-      "the next user in turn. `whoami` is a warm, cached, rate-limited authenticated GET; `metered`",
-      "adds one `increment_usage_if_allowed`. Both go through a local gateway (one proxy hop that",
-      "the hosted platform has too) to their function process.",
+      "the next user in turn. `whoami` is a warm, cached, rate-limited authenticated GET, `profile`",
+      "the real function's; `metered` adds one `increment_usage_if_allowed`. Each goes through a",
+      "local gateway (one proxy hop that the hosted platform has too) to its function process. The",
+      "skeletons are the floor of this architecture, served the same way: `Deno.serve` with one",
+      "Upstash REST call to the bridge answering the same JSON (skeleton GET), plus the metered",
+      "request's one Postgres statement (skeleton metered); bench/fixtures/functions.",
       "",
       "| endpoint | req/s | p50 ms | p99 ms | non-2xx |",
       "| --- | ---: | ---: | ---: | ---: |",
       resultRow("bare `Deno.serve`, same JSON", baseline),
+      resultRow("skeleton GET (`Deno.serve` + one Upstash call)", skeletonGet.result),
       resultRow("`GET whoami` (JWT, profile cache, rate limit)", cached.result),
+      resultRow("`GET profile` (the real function, cached)", profile.result),
+      resultRow("skeleton metered (+ one Postgres statement)", skeletonMetered.result),
       resultRow("`POST metered` (the above + one usage increment)", metered.result),
       `| pgbench bare conditional \`update\`, spread users (tps) | ${updateTps.toFixed(0)} | | | |`,
       "",
       "| per request | Upstash round trips | Postgres statements | metrics inserts (batched) |",
       "| --- | ---: | ---: | ---: |",
+      perRequest("skeleton GET", skeletonGet),
       perRequest("`GET whoami`", cached),
+      perRequest("`GET profile`", profile),
+      perRequest("skeleton metered", skeletonMetered),
       perRequest("`POST metered`", metered),
       "",
       "Auth network calls per warm request: 0 (tokens are verified in the function against the cached",
@@ -246,36 +305,66 @@ export async function hotPathBench(): Promise<string> {
       "",
       "| target | measured | verdict |",
       "| --- | --- | --- |",
-      `| cached GET >= 20 % of bare \`Deno.serve\` | ${pct(getRatio, 1)} | ${
+      ...cpuRatios.map(([label, fn, skeleton]) =>
+        `| function process CPU per request, ${label} <= ${TARGET_CPU_RATIO}× | ${
+          own(fn).toFixed(0)
+        } / ${own(skeleton).toFixed(0)} µs = ${(own(fn) / own(skeleton)).toFixed(2)}× | ${
+          verdict(own(fn) / own(skeleton) <= TARGET_CPU_RATIO)
+        } |`
+      ),
+      `| cached GET >= 20 % of bare \`Deno.serve\` (req/s) | ${pct(getRatio, 1)} | ${
         verdict(getRatio >= 0.2)
       } |`,
       `| metered >= 50 % of the bare conditional update | ${pct(meteredRatio, 1)} | ${
         verdict(meteredRatio >= 0.5)
       } |`,
       `| 1 Upstash round trip per warm request | ${cached.roundTripsPerRequest.toFixed(2)} / ${
-        metered.roundTripsPerRequest.toFixed(2)
-      } | ${
-        verdict(cached.roundTripsPerRequest <= 1.05 && metered.roundTripsPerRequest <= 1.05)
+        profile.roundTripsPerRequest.toFixed(2)
+      } / ${metered.roundTripsPerRequest.toFixed(2)} | ${
+        verdict(
+          [cached, profile, metered].every((m) => m.roundTripsPerRequest <= 1.05),
+        )
       } |`,
       `| 0 (GET) / 1 (metered) Postgres statements | ${cached.statementsPerRequest.toFixed(2)} / ${
-        metered.statementsPerRequest.toFixed(2)
-      } | ${verdict(cached.statementsPerRequest < 0.05 && metered.statementsPerRequest <= 1.05)} |`,
+        profile.statementsPerRequest.toFixed(2)
+      } / ${metered.statementsPerRequest.toFixed(2)} | ${
+        verdict(
+          cached.statementsPerRequest < 0.05 && profile.statementsPerRequest < 0.05 &&
+            metered.statementsPerRequest <= 1.05,
+        )
+      } |`,
       `| no usage over-grant | ${overgrant} profiles over quota | ${verdict(overgrant === 0)} |`,
       "",
       "### Where the time goes",
       "",
-      "CPU each process spent per request during the runs above (from /proc; 2 cores in all, shared",
-      "with wrk, so the total bounds throughput below 2,000,000 / total req/s). Locally every hop is a Deno",
-      "HTTP server or client on the same two cores: the gateway's proxy, the function, and the",
-      "Upstash bridge that stands in for Upstash; in production the last two hops are Supabase's and",
-      "Upstash's machines, not the function's.",
+      "CPU each process of this stack spent per request during the runs above (from /proc: user +",
+      "system; Postgres is its postmaster with every backend, those that ended during the run",
+      "included; 2 cores in all, shared with wrk, so the total bounds throughput below 2,000,000 /",
+      "total req/s). Locally every hop is a Deno HTTP server or client on the same two cores: the",
+      "gateway's proxy, the function, and the Upstash bridge that stands in for Upstash; in",
+      "production the last two hops are Supabase's and Upstash's machines, not the function's.",
       "",
-      ...cpuTable(cached, metered),
+      ...cpuTable([
+        ["skeleton GET", skeletonGet],
+        ["`GET whoami`", cached],
+        ["`GET profile`", profile],
+        ["skeleton metered", skeletonMetered],
+        ["`POST metered`", metered],
+      ]),
+      "",
+      "A V8 CPU profile of the function process under the same load (served straight, without the",
+      `gateway, sampled every 100 µs for ${SECONDS} s after a 1-s warm-up), bench/cpu-profile.ts.`,
+      "",
+      ...framesTable("`GET profile` (cached)", profileFrames),
+      "",
+      ...framesTable("`POST metered`", meteredFrames),
     ].join("\n");
   } finally {
-    await gateway.close();
+    for (const gateway of Object.values(gateways)) await gateway.close();
+    for (const script of scripts) await Deno.remove(script).catch(() => {});
     await sql`delete from auth.users where id = any(${ids})`;
     await sql`delete from public.plans where id = 'bench'`;
     await sql.end();
   }
 }
+if (import.meta.main) console.log(await hotPathBench());

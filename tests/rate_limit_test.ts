@@ -195,3 +195,40 @@ stackTest(
     assert.ok(Number(outcomes[21].headers.get("retry-after")) >= 1);
   },
 );
+
+stackTest(
+  "a user refused while Redis answered is refused from memory, and that refusal never counts as Redis being back",
+  async () => {
+    const lines: string[] = [];
+    const own = await fixtureGateway({}, (line) => lines.push(line));
+    try {
+      await atStartOfWindow(40);
+      const user = await createUser("blocked-retry");
+      const outcomes: Outcome[] = [];
+      for (let i = 0; i < 21; i++) outcomes.push(await call(user, own.url));
+      assert.deepEqual(tally(outcomes), { allowed: 20, refused: 1, other: 0 });
+
+      // While the block lasts a retry costs only its profile read: no rate-limit command.
+      const before = await bridgeStats();
+      for (let i = 0; i < 3; i++) assert.equal((await call(user, own.url)).status, 429);
+      assert.equal((await bridgeStats()).commands - before.commands, 3);
+
+      await delayRedis(15_000);
+      try {
+        const other = await call(await createUser("blocked-retry-other"), own.url);
+        assert.equal(other.body.source, "postgres");
+        // Past the 2 s after which one request tries Redis again: the blocked user's.
+        await new Promise((resolve) => setTimeout(resolve, 2_100));
+        assert.equal((await call(user, own.url)).status, 429);
+        assert.ok(
+          !lines.some((line) => line.includes("redis is back")),
+          "a refusal from memory was taken as Redis answering",
+        );
+      } finally {
+        await delayRedis(0);
+      }
+    } finally {
+      await own.close();
+    }
+  },
+);

@@ -1,5 +1,6 @@
 import type { Redis } from "@upstash/redis";
 import type { z } from "zod";
+import { type Admission, admit, rateLimiter } from "./admission.ts";
 import { type AuthVerifier, bearerToken, type Caller, createAuthVerifier } from "./auth.ts";
 import { type Config, config, ConfigError } from "./config.ts";
 import { isDatabaseUnreachable, type Sql, sql } from "./db.ts";
@@ -7,17 +8,8 @@ import { ApiError } from "./errors.ts";
 import { corsHeaders, errorResponse, type Method, readBodyText, requestIdOf } from "./http.ts";
 import { errorMessage, log } from "./log.ts";
 import { createMetrics } from "./metrics.ts";
-import type { Plan } from "./contracts.ts";
-import { type Profile, readProfile } from "./profile-cache.ts";
-import {
-  anonymousPlan,
-  createRateLimiter,
-  limitOf,
-  type RateLimitClass,
-  type RateLimitDecision,
-  type RateLimiter,
-  rateLimitHeaders,
-} from "./rate-limit.ts";
+import type { Profile } from "./profile-cache.ts";
+import type { RateLimitClass, RateLimitDecision, RateLimiter } from "./rate-limit.ts";
 import { redis } from "./redis.ts";
 
 /**
@@ -102,77 +94,7 @@ const SECURITY_HEADERS = {
 };
 
 let verifier: AuthVerifier | undefined;
-const rateLimiter = createRateLimiter({ redis, sql });
 const metrics = createMetrics(sql);
-
-/**
- * The plan each user had on their last request here. With it, the profile read and the rate
- * limit check go out together in one Upstash round trip instead of one after the other; the
- * profile then confirms the guess, and only when the plan changed is the limit asked again.
- */
-const planHints = new Map<string, Plan>();
-const MAX_PLAN_HINTS = 10_000;
-
-async function admit(
-  caller: Extract<Caller, { kind: "user" }>,
-  rateClass: RateLimitClass | undefined,
-): Promise<{ profile: Profile; decision: RateLimitDecision | null }> {
-  const hint = planHints.get(caller.id);
-  const guessed = hint && rateClass
-    ? rateLimiter.check(rateClass, caller.id, limitOf(hint, rateClass))
-    : null;
-  // Should the profile read fail, the guess is left unawaited: it must not become unhandled.
-  guessed?.catch(() => {});
-  const { profile } = await readProfile(redis(), sql(), caller.id);
-  if (!profile) throw new ApiError("unauthorized", "this account no longer exists");
-  if (planHints.size >= MAX_PLAN_HINTS) planHints.clear();
-  planHints.set(caller.id, profile.plan);
-  if (!rateClass) return { profile, decision: null };
-
-  const limit = limitOf(profile.plan, rateClass);
-  let decision = guessed ? await guessed : null;
-  if (!decision || decision.limit !== limit) {
-    decision = await rateLimiter.check(rateClass, caller.id, limit);
-  }
-  return { profile, decision: allowedOrRefused(rateClass, decision) };
-}
-
-/** A caller without a user is limited by the address the platform's proxy saw. */
-function clientIp(req: Request): string {
-  const forwarded = req.headers.get("x-forwarded-for")?.split(",").map((part) => part.trim());
-  // The last entry is the one the proxy added; earlier ones are whatever the client claimed.
-  return forwarded?.at(-1) || "unknown";
-}
-
-async function admitAnonymous(req: Request, rateClass: RateLimitClass, requestId: string) {
-  let decision: RateLimitDecision;
-  try {
-    const plan = await anonymousPlan(sql());
-    decision = await rateLimiter.check(rateClass, `ip:${clientIp(req)}`, limitOf(plan, rateClass));
-  } catch (error) {
-    if (!isDatabaseUnreachable(error)) throw error;
-    // Without a user there is nothing to charge, and health must still report the outage: while
-    // the free plan cannot be read or no store can count, such a caller is let through.
-    log.warn("rate limit skipped for a caller without a user: database unreachable", {
-      request_id: requestId,
-      error: errorMessage(error),
-    });
-    return null;
-  }
-  return allowedOrRefused(rateClass, decision);
-}
-
-function allowedOrRefused(rateClass: RateLimitClass, decision: RateLimitDecision) {
-  if (!decision.allowed) {
-    throw new ApiError(
-      "rate_limited",
-      `too many ${rateClass} requests; try again in a moment`,
-      { retry_after: Number(rateLimitHeaders(decision)["retry-after"]) },
-      rateLimitHeaders(decision),
-    );
-  }
-  return decision;
-}
 
 function authVerifier(c: Config): AuthVerifier {
   verifier ??= createAuthVerifier({
@@ -277,9 +199,9 @@ export function defineFunction<
   return async function pipeline(req: Request): Promise<Response> {
     const started = performance.now();
     const requestId = requestIdOf(req);
-    let cors = new Headers();
+    let cors: Headers | null = null;
     let caller: Caller | null = null;
-    let decision: RateLimitDecision | null = null;
+    let admission: Admission | null = null;
     let response: Response;
     try {
       const c = config();
@@ -290,11 +212,7 @@ export function defineFunction<
         throw new ApiError("method_not_allowed", `${req.method} is not allowed`, {}, { allow });
       } else {
         caller = await authenticate(req, spec.auth, c);
-        const admitted = caller?.kind === "user" ? await admit(caller, spec.rateLimit) : null;
-        decision = admitted?.decision ??
-          (spec.rateLimit && !admitted
-            ? await admitAnonymous(req, spec.rateLimit, requestId)
-            : null);
+        admission = await admit({ req, requestId, caller, rateClass: spec.rateLimit });
         const body = spec.body && BODY_METHODS.has(req.method)
           ? await parseBody(req, spec.body, c.MAX_BODY_BYTES)
           : undefined;
@@ -313,8 +231,8 @@ export function defineFunction<
               ? spec.stripe(c)
               : Promise.reject(new Error(`${spec.name} does not declare that it uses Stripe`)),
           caller: caller as CallerFor<A>,
-          profile: (admitted?.profile ?? null) as Context<A, S, Q, P>["profile"],
-          rateLimit: decision,
+          profile: admission.profile as Context<A, S, Q, P>["profile"],
+          rateLimit: admission.decision,
           body: body as Context<A, S, Q, P>["body"],
           query: query as Context<A, S, Q, P>["query"],
         });
@@ -323,17 +241,14 @@ export function defineFunction<
       response = errorResponse(toApiError(error, spec.name, requestId), requestId);
     }
 
-    const headers = new Headers(response.headers);
-    cors.forEach((value, key) => headers.set(key, value));
-    if (decision) {
-      for (const [key, value] of Object.entries(rateLimitHeaders(decision))) {
-        headers.set(key, value);
-      }
-    }
-    headers.set("x-request-id", requestId);
-    for (const [key, value] of Object.entries(SECURITY_HEADERS)) headers.set(key, value);
-    // Answers are per caller; a function that caches on purpose (sync's ETag) says so itself.
-    if (!headers.has("cache-control")) headers.set("cache-control", "no-store");
+    response = withHeaders(response, (headers) => {
+      cors?.forEach((value, key) => headers.set(key, value));
+      for (const [key, value] of Object.entries(admission?.headers ?? {})) headers.set(key, value);
+      headers.set("x-request-id", requestId);
+      for (const [key, value] of Object.entries(SECURITY_HEADERS)) headers.set(key, value);
+      // Answers are per caller; a function that caches on purpose (sync's ETag) says so itself.
+      if (!headers.has("cache-control")) headers.set("cache-control", "no-store");
+    });
     const userId = caller?.kind === "user" ? caller.id : null;
     const durationMs = Math.round((performance.now() - started) * 10) / 10;
     log.info("request", {
@@ -354,10 +269,26 @@ export function defineFunction<
         request_id: requestId,
       });
     }
+    return response;
+  };
+}
+
+/**
+ * `response` with the pipeline's headers added. A response made here or by a handler is changed
+ * in place; one whose headers are immutable (from `fetch` or `Response.redirect`) is copied.
+ */
+function withHeaders(response: Response, add: (headers: Headers) => void): Response {
+  try {
+    add(response.headers);
+    return response;
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error;
+    const headers = new Headers(response.headers);
+    add(headers);
     return new Response(response.body, {
       status: response.status,
       statusText: response.statusText,
       headers,
     });
-  };
+  }
 }

@@ -41,7 +41,11 @@ const TOMBSTONE_TTL_SECONDS = 2 * 3600;
 /** v2: plans gained their cost bounds; a v1 entry, without them, is never read. */
 export const profileKey = (userId: string) => `profile:v2:${userId}`;
 
-const SET_IF_NEWER = `
+/**
+ * Upstash runs a script under its global lock (no other command of the database meanwhile) unless
+ * the first line says `allow-key-locking`; this one touches only KEYS[1], so it locks only that.
+ */
+const SET_IF_NEWER = `#!lua flags=allow-key-locking
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, decoded = pcall(cjson.decode, current)

@@ -59,32 +59,74 @@ export function anonymousPlan(sql: Sql): Promise<Plan> {
   return anonymous.plan;
 }
 
-const limiters = new Map<string, Ratelimit>();
+/**
+ * The identifiers a limiter's Redis window refused, each until that window resets: the library's
+ * ephemeral cache, handed to it here so that a refusal from it is told apart from an answer of
+ * Redis. It only remembers refusals, it never counts: a retry within the block is refused without
+ * an Upstash command (the count of the window cannot have gone down since, as refused requests are
+ * not counted), and every other request is decided by Redis (or Postgres) as before. It can refuse
+ * a retry that comes before the announced reset but after the previous minute's weight in the
+ * sliding window has faded enough; it never lets one more through.
+ */
+class BlockedIdentifiers extends Map<string, number> {
+  static readonly MAX = 10_000;
+
+  override set(identifier: string, resetAt: number): this {
+    // Entries are otherwise dropped only when looked up after their reset: a flood of addresses
+    // must not grow the isolate without bound.
+    if (this.size >= BlockedIdentifiers.MAX) {
+      const now = Date.now();
+      for (const [key, until] of this) if (until <= now) this.delete(key);
+      if (this.size >= BlockedIdentifiers.MAX) this.clear();
+    }
+    return super.set(identifier, resetAt);
+  }
+
+  /** When the refusal of `identifier` ends, or null when it is not refused now. */
+  blockedUntil(identifier: string): number | null {
+    const until = this.get(identifier);
+    return until !== undefined && until > Date.now() ? until : null;
+  }
+}
+
+interface Limiter {
+  ratelimit: Ratelimit;
+  blocked: BlockedIdentifiers;
+}
+
+const limiters = new Map<string, Limiter>();
 
 /**
- * One limiter per class and limit, made once per isolate so the library's cache of identifiers
- * it already refused keeps working. All limiters of a class share its prefix, hence its counters:
- * a plan change moves the user to another limit, not to a fresh window.
+ * One limiter per class and limit, made once per isolate so that its refusals are remembered. All
+ * limiters of a class share its prefix, hence its counters: a plan change moves the user to another
+ * limit (and its own memory of refusals), not to a fresh window.
  */
-function limiter(redis: Redis, rateClass: RateLimitClass, limit: number): Ratelimit {
+function limiter(redis: Redis, rateClass: RateLimitClass, limit: number): Limiter {
   const key = `${rateClass}:${limit}`;
   let found = limiters.get(key);
   if (!found) {
-    found = new Ratelimit({
-      redis,
-      limiter: Ratelimit.slidingWindow(limit, `${WINDOW_SECONDS} s`),
-      prefix: `ratelimit:${rateClass}`,
-      timeout: REDIS_TIMEOUT_MS,
-      analytics: false,
-    });
+    const blocked = new BlockedIdentifiers();
+    found = {
+      blocked,
+      ratelimit: new Ratelimit({
+        redis,
+        limiter: Ratelimit.slidingWindow(limit, `${WINDOW_SECONDS} s`),
+        prefix: redisPrefix(rateClass),
+        timeout: REDIS_TIMEOUT_MS,
+        analytics: false,
+        ephemeralCache: blocked,
+      }),
+    };
     limiters.set(key, found);
   }
   return found;
 }
 
+const redisPrefix = (rateClass: RateLimitClass) => `ratelimit:${rateClass}`;
+
 /** The Postgres counter of a class and identifier, named like the Redis keys of its limiter. */
 const postgresKey = (rateClass: RateLimitClass, identifier: string) =>
-  `ratelimit:${rateClass}:${identifier}`;
+  `${redisPrefix(rateClass)}:${identifier}`;
 
 async function postgresDecision(
   sql: Sql,
@@ -135,8 +177,14 @@ export interface RateLimiter {
 export function createRateLimiter(deps: { redis: () => Redis; sql: () => Sql }): RateLimiter {
   return {
     async check(rateClass, identifier, limit) {
+      const { ratelimit, blocked } = limiter(deps.redis(), rateClass, limit);
+      // Answered from memory, outside `askRedis`: it says nothing about whether Redis is back.
+      const blockedUntil = blocked.blockedUntil(postgresKey(rateClass, identifier));
+      if (blockedUntil !== null) {
+        return { allowed: false, limit, remaining: 0, resetAt: blockedUntil, source: "redis" };
+      }
       const result = await askRedis("rate limit", async () => {
-        const answer = await limiter(deps.redis(), rateClass, limit).limit(identifier);
+        const answer = await ratelimit.limit(identifier);
         if (answer.reason === "timeout") throw new Error(`no answer within ${REDIS_TIMEOUT_MS} ms`);
         return answer;
       });
@@ -152,7 +200,7 @@ export function createRateLimiter(deps: { redis: () => Redis; sql: () => Sql }):
     async remaining(rateClass, identifier, limit) {
       const result = await askRedis(
         "rate limit read",
-        () => limiter(deps.redis(), rateClass, limit).getRemaining(identifier),
+        () => limiter(deps.redis(), rateClass, limit).ratelimit.getRemaining(identifier),
       );
       if (!result) return await postgresStanding(deps.sql(), rateClass, identifier, limit);
       return {
@@ -163,17 +211,4 @@ export function createRateLimiter(deps: { redis: () => Redis; sql: () => Sql }):
       };
     },
   };
-}
-
-/** The headers every rate-limited response carries. */
-export function rateLimitHeaders(decision: RateLimitDecision): Record<string, string> {
-  const headers: Record<string, string> = {
-    "x-ratelimit-limit": String(decision.limit),
-    "x-ratelimit-remaining": String(decision.remaining),
-    "x-ratelimit-reset": String(Math.ceil(decision.resetAt / 1000)),
-  };
-  if (!decision.allowed) {
-    headers["retry-after"] = String(Math.max(1, Math.ceil((decision.resetAt - Date.now()) / 1000)));
-  }
-  return headers;
 }
