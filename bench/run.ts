@@ -1,5 +1,6 @@
 import { LOCAL_DB_URL, LOCAL_SUPABASE_URL } from "../local/keys.ts";
-import { run } from "../local/process.ts";
+import postgres from "postgres";
+import { run, waitFor } from "../local/process.ts";
 import { databaseBench } from "./database.ts";
 import { functionsBench } from "./functions.ts";
 import { hotPathBench } from "./hot-path.ts";
@@ -42,17 +43,47 @@ async function machine(): Promise<string> {
   ].join("\n");
 }
 
+/** Far above what the load generator can send in a minute, so the limit never binds. */
+const UNBINDING_LIMIT = 1_000_000_000;
+
+/**
+ * Runs `work` with the free plan's `general` limit out of the way: `health` is limited per client
+ * address at that limit, and the load comes from one address. The functions read the free plan at
+ * most once a minute, so this waits until `health` answers with the new limit.
+ */
+async function withUnbindingHealthLimit<T>(healthUrl: string, work: () => Promise<T>): Promise<T> {
+  const sql = postgres(Deno.env.get("SUPABASE_DB_URL") ?? LOCAL_DB_URL, { max: 1 });
+  const [{ limit }] = await sql<{ limit: number }[]>`
+    select general_per_minute as limit from public.plans where id = 'free'`;
+  await sql`update public.plans set general_per_minute = ${UNBINDING_LIMIT} where id = 'free'`;
+  try {
+    await waitFor("health to use the raised limit", async () => {
+      const response = await fetch(healthUrl);
+      await response.body?.cancel();
+      return response.headers.get("x-ratelimit-limit") === String(UNBINDING_LIMIT);
+    }, 70_000);
+    return await work();
+  } finally {
+    await sql`update public.plans set general_per_minute = ${limit} where id = 'free'`;
+    await sql.end();
+  }
+}
+
 async function healthSection(): Promise<string> {
   const healthUrl = `${LOCAL_SUPABASE_URL}/functions/v1/health`;
   const sample = await (await fetch(healthUrl)).text();
   const baseline = await loadBare(sample);
-  const health = await load(healthUrl, { connections: CONNECTIONS, seconds: SECONDS });
+  const health = await withUnbindingHealthLimit(
+    healthUrl,
+    () => load(healthUrl, { connections: CONNECTIONS, seconds: SECONDS }),
+  );
   const ratio = health.requestsPerSecond / baseline.requestsPerSecond;
   return [
     "## HTTP: health through the gateway against a bare Deno.serve",
     "",
     "`health` pays the whole pipeline plus one Postgres `select 1` and one Redis `PING` per request,",
     "and the local gateway's proxy hop; the baseline answers the same JSON with nothing behind it.",
+    "Its per-address limit is raised out of the way for the run (the load comes from one address).",
     "",
     "| endpoint | req/s | p50 ms | p99 ms | non-2xx |",
     "| --- | ---: | ---: | ---: | ---: |",
