@@ -4,9 +4,10 @@ import { type AuthVerifier, bearerToken, type Caller, createAuthVerifier } from 
 import { type Config, config, ConfigError } from "./config.ts";
 import { isDatabaseUnreachable, type Sql, sql } from "./db.ts";
 import { ApiError } from "./errors.ts";
+import { reportError } from "./error-tracking.ts";
 import { corsHeaders, errorResponse, type Method, readBodyText, requestIdOf } from "./http.ts";
 import { errorMessage, log } from "./log.ts";
-import { createMetrics } from "./metrics.ts";
+import { createMetrics, type RequestSignals } from "./metrics.ts";
 import type { Plan } from "./contracts.ts";
 import { type Profile, readProfile } from "./profile-cache.ts";
 import {
@@ -18,6 +19,7 @@ import {
   type RateLimiter,
   rateLimitHeaders,
 } from "./rate-limit.ts";
+import { markWritten, onReadClient, replicaConfigured, wroteRecently } from "./read-replica.ts";
 import { redis } from "./redis.ts";
 
 /**
@@ -71,6 +73,16 @@ export interface Context<
   config: Config;
   /** The isolate's Postgres client, as the service role (`asUser` for the caller's own rights). */
   sql: Sql;
+  /**
+   * Runs reads that tolerate lag (history pages, activities, statistics, sync) on the read
+   * replica when one is configured, answering and the caller has not just written; on the
+   * primary otherwise (`_shared/read-replica.ts`).
+   */
+  read<T>(work: (db: Sql) => Promise<T>): Promise<T>;
+  /** After a write of the caller's data: their reads stay on the primary for a while. */
+  wrote(): void;
+  /** What this request met, for its metrics row (a handler sets `ai_cache_hit`). */
+  signals: RequestSignals;
   /** The isolate's Upstash client. */
   redis: Redis;
   /** The isolate's rate limiter, the one admission uses (to read what is left, say). */
@@ -116,25 +128,27 @@ const MAX_PLAN_HINTS = 10_000;
 async function admit(
   caller: Extract<Caller, { kind: "user" }>,
   rateClass: RateLimitClass | undefined,
-): Promise<{ profile: Profile; decision: RateLimitDecision | null }> {
+): Promise<{ profile: Profile; decision: RateLimitDecision | null; signals: RequestSignals }> {
   const hint = planHints.get(caller.id);
   const guessed = hint && rateClass
     ? rateLimiter.check(rateClass, caller.id, limitOf(hint, rateClass))
     : null;
   // Should the profile read fail, the guess is left unawaited: it must not become unhandled.
   guessed?.catch(() => {});
-  const { profile } = await readProfile(redis(), sql(), caller.id);
+  const { profile, redisOk, cacheHit } = await readProfile(redis(), sql(), caller.id);
   if (!profile) throw new ApiError("unauthorized", "this account no longer exists");
   if (planHints.size >= MAX_PLAN_HINTS) planHints.clear();
   planHints.set(caller.id, profile.plan);
-  if (!rateClass) return { profile, decision: null };
+  const signals = { profile_cache_hit: cacheHit, ai_cache_hit: null, redis_fallback: !redisOk };
+  if (!rateClass) return { profile, decision: null, signals };
 
   const limit = limitOf(profile.plan, rateClass);
   let decision = guessed ? await guessed : null;
   if (!decision || decision.limit !== limit) {
     decision = await rateLimiter.check(rateClass, caller.id, limit);
   }
-  return { profile, decision: allowedOrRefused(rateClass, decision) };
+  signals.redis_fallback ||= decision.source === "postgres";
+  return { profile, decision: allowedOrRefused(rateClass, decision), signals };
 }
 
 /** A caller without a user is limited by the address the platform's proxy saw. */
@@ -235,10 +249,19 @@ function parseQuery(url: URL, schema: z.ZodType): unknown {
   return validated(schema, params);
 }
 
-/** Any error as the ApiError to answer with; anything unexpected is logged and becomes `internal`. */
-export function toApiError(error: unknown, fn: string, requestId: string): ApiError {
+/**
+ * Any error as the ApiError to answer with; anything unexpected is logged, reported to error
+ * tracking (after the response) and becomes `internal`.
+ */
+export function toApiError(
+  error: unknown,
+  fn: string,
+  requestId: string,
+  userId: string | null = null,
+): ApiError {
   if (error instanceof ApiError) return error;
   if (error instanceof ConfigError) {
+    reportError(error, { function: fn, request_id: requestId, user_id: userId });
     log.error("configuration invalid", {
       function: fn,
       request_id: requestId,
@@ -260,6 +283,7 @@ export function toApiError(error: unknown, fn: string, requestId: string): ApiEr
     request_id: requestId,
     error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
   });
+  reportError(error, { function: fn, request_id: requestId, user_id: userId });
   return new ApiError("internal", "internal error");
 }
 
@@ -280,6 +304,12 @@ export function defineFunction<
     let cors = new Headers();
     let caller: Caller | null = null;
     let decision: RateLimitDecision | null = null;
+    let signals: RequestSignals = {
+      profile_cache_hit: null,
+      ai_cache_hit: null,
+      redis_fallback: null,
+    };
+    let marking: Promise<void> | undefined;
     let response: Response;
     try {
       const c = config();
@@ -290,7 +320,12 @@ export function defineFunction<
         throw new ApiError("method_not_allowed", `${req.method} is not allowed`, {}, { allow });
       } else {
         caller = await authenticate(req, spec.auth, c);
-        const admitted = caller?.kind === "user" ? await admit(caller, spec.rateLimit) : null;
+        const user = caller?.kind === "user" ? caller : null;
+        // Asked in the same Upstash round trip as the profile and the rate limit.
+        const recentWrite = user && replicaConfigured(c) ? wroteRecently(redis(), user.id) : null;
+        recentWrite?.catch(() => {});
+        const admitted = user ? await admit(user, spec.rateLimit) : null;
+        if (admitted) signals = admitted.signals;
         decision = admitted?.decision ??
           (spec.rateLimit && !admitted
             ? await admitAnonymous(req, spec.rateLimit, requestId)
@@ -306,6 +341,11 @@ export function defineFunction<
           requestId,
           config: c,
           sql: sql(),
+          read: (work) => onReadClient(recentWrite, work),
+          wrote: () => {
+            if (user) marking = markWritten(redis(), user.id);
+          },
+          signals,
           redis: redis(),
           rateLimiter,
           stripe: () =>
@@ -320,8 +360,11 @@ export function defineFunction<
         });
       }
     } catch (error) {
-      response = errorResponse(toApiError(error, spec.name, requestId), requestId);
+      const userId = caller?.kind === "user" ? caller.id : null;
+      response = errorResponse(toApiError(error, spec.name, requestId, userId), requestId);
     }
+    // The marker of a write must be in Redis before the writer can read again.
+    if (marking) await marking;
 
     const headers = new Headers(response.headers);
     cors.forEach((value, key) => headers.set(key, value));
@@ -352,6 +395,7 @@ export function defineFunction<
         duration_ms: durationMs,
         user_id: userId,
         request_id: requestId,
+        ...signals,
       });
     }
     return new Response(response.body, {

@@ -105,7 +105,9 @@ async function store(db: Sql, userId: string, item: AnalysisItem, inputHash: str
 
 export const handler = defineFunction(
   { name: "analyze", methods: ["POST"], auth: "user", rateLimit: "ai", body: AnalyzeRequest },
-  async ({ caller, profile: { plan }, body, config, requestId, sql: db, redis }) => {
+  async (
+    { caller, profile: { plan }, body, config, requestId, sql: db, redis, signals, wrote },
+  ) => {
     requireAi(config);
     const model = config.OPENAI_MODEL;
     const ttl = config.AI_CACHE_TTL_SECONDS;
@@ -134,6 +136,7 @@ export const handler = defineFunction(
     });
 
     const cached = await readAiCache<AnalysisResult>(redis, db, key, ttl);
+    signals.ai_cache_hit = cached !== null;
     const answered = (result: AnalysisResult) =>
       analysisItem({ ...request, inputHash, model, result, cached: cached !== null });
     if (cached && plan.cache_hit_cost === 0) {
@@ -173,6 +176,7 @@ export const handler = defineFunction(
         owner,
       }),
     ]);
+    wrote();
     return json(
       { analysis, cached: cached !== null, usage: charge.usage } satisfies AnalyzeResponse,
     );
