@@ -1,5 +1,6 @@
 import type { Config } from "../config.ts";
 import { forgetAiCache } from "./ai-cache-forget.ts";
+import { notifyAlert } from "./alert-notify.ts";
 import type { JobHandler } from "./job.ts";
 import { cleanUpExpiredData } from "./maintenance-cleanup.ts";
 import { refreshStatistics } from "./statistics-refresh.ts";
@@ -19,6 +20,7 @@ export const JOB_HANDLERS: Readonly<Record<string, JobHandler>> = {
   "statistics.refresh": refreshStatistics,
   "maintenance.cleanup": cleanUpExpiredData,
   "storage.cleanup": cleanUpStorage,
+  "alert.notify": notifyAlert,
 };
 
 /**
