@@ -6,6 +6,8 @@ import {
 } from "@supabase/supabase-js";
 import type { z } from "zod";
 import {
+  ActivitiesQuery,
+  ActivitiesResponse,
   AnalyzeRequest,
   AnalyzeResponse,
   BillingRequest,
@@ -21,6 +23,7 @@ import {
   ProfileResponse,
   ProfileUpdateRequest,
   type Settings,
+  StatisticsResponse,
   SyncQuery,
   SyncResponse,
   type UploadBucket,
@@ -58,6 +61,8 @@ export {
   type ServerErrorCode,
 } from "./errors.ts";
 export type {
+  ActivitiesResponse,
+  ActivityItem,
   AnalysisItem,
   AnalyzeRequest,
   AnalyzeResponse,
@@ -69,6 +74,7 @@ export type {
   ProfileDeleteResponse,
   ProfileResponse,
   Settings,
+  StatisticsResponse,
   StoredObject,
   SyncResponse,
   UploadBucket,
@@ -77,7 +83,11 @@ export type {
   UploadsPage,
   Usage,
   UsageResponse,
+  UserStatistics,
 } from "../supabase/functions/_shared/contracts.ts";
+
+/** `activities`' query; `limit` defaults to 20. */
+export type ActivitiesParams = Partial<ActivitiesQuery>;
 
 type InvokeOptions = NonNullable<Parameters<SupabaseClient["functions"]["invoke"]>[1]>;
 
@@ -271,6 +281,22 @@ export function createApiClient(supabase: Pick<SupabaseClient, "functions" | "st
         throw unexpectedAnswer("history", answer.response, `answered ${page.type}`);
       }
       return page as HistoryPage<T>;
+    },
+
+    /** The user's activity log, one page newest first; pass `next_cursor` back as `cursor`. */
+    async activities(params: ActivitiesParams = {}): Promise<ActivitiesResponse> {
+      const query = valid(ActivitiesQuery, params);
+      return await call(withQuery("activities", { ...query }), ActivitiesResponse, {
+        method: "GET",
+      });
+    },
+
+    /**
+     * The user's statistics: counts as of `refreshed_at` (hourly), usage and quota live;
+     * `statistics` is null for an account newer than the last refresh.
+     */
+    async statistics(): Promise<StatisticsResponse> {
+      return await call("statistics", StatisticsResponse, { method: "GET" });
     },
 
     /**
