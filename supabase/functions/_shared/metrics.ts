@@ -29,6 +29,8 @@ export interface MetricRow extends RequestSignals {
   duration_ms: number;
   user_id: string | null;
   request_id: string;
+  /** Whether the request counts as its user's activity (not a column: it moves last_active_at). */
+  active: boolean;
 }
 
 const METRIC_COLUMNS = [
@@ -169,7 +171,8 @@ async function writeRows(sql: Sql): Promise<boolean> {
  */
 async function stampActive(sql: Sql, batch: MetricRow[]) {
   const now = Date.now();
-  const due = [...new Set(batch.map((row) => row.user_id!))].filter((id) =>
+  const users = batch.filter((row) => row.active).map((row) => row.user_id!);
+  const due = [...new Set(users)].filter((id) =>
     now - (stamped.get(id) ?? 0) >= ACTIVE_STAMP_INTERVAL_MS
   );
   if (due.length === 0) return;

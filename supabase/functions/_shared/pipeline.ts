@@ -59,6 +59,12 @@ export interface FunctionSpec<
    * SDK, not even its types.
    */
   stripe?: (c: Config) => Promise<P>;
+  /**
+   * Whether a signed-in request counts as the user's activity (`profiles.last_active_at`);
+   * default true. `sync` says false: it is the app's background poll, and counting it would
+   * keep every polling app at sync's active interval forever.
+   */
+  activity?: boolean;
 }
 
 export interface Context<
@@ -396,6 +402,7 @@ export function defineFunction<
         user_id: userId,
         request_id: requestId,
         ...signals,
+        active: spec.activity !== false,
       });
     }
     return new Response(response.body, {

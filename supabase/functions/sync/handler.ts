@@ -160,7 +160,15 @@ async function readChanges(
 }
 
 export const handler = defineFunction(
-  { name: "sync", methods: ["GET"], auth: "user", rateLimit: "general", query: SyncQuery },
+  {
+    name: "sync",
+    methods: ["GET"],
+    auth: "user",
+    rateLimit: "general",
+    query: SyncQuery,
+    // The poll itself is not activity: the interval it answers must be able to back off.
+    activity: false,
+  },
   async ({ req, caller, query, read }) => {
     const since = query.since ? decodeCursor("sync", query.since, "since") : null;
     // All of it from one read client, so that the ETag's marker and the rows agree: on the

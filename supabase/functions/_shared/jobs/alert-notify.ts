@@ -34,7 +34,7 @@ const HEADLINE: Record<Payload["state"], string> = {
 };
 
 /** Where the link of an alert leads: the SQL editor of the project's dashboard, on the view. */
-export function viewLink(c: Config, view: string): string {
+function viewLink(c: Config, view: string): string {
   const ref = new URL(c.SUPABASE_URL).hostname.match(/^([a-z0-9]+)\.supabase\.co$/)?.[1];
   const base = c.ALERT_DASHBOARD_URL ??
     (ref ? `https://supabase.com/dashboard/project/${ref}` : c.SUPABASE_URL);
@@ -43,7 +43,7 @@ export function viewLink(c: Config, view: string): string {
 }
 
 /** The Slack-compatible body of one alert message. */
-export function alertMessage(alert: Payload, link: string) {
+function alertMessage(alert: Payload, link: string) {
   const value = alert.value === null ? "no data" : String(alert.value);
   const text = `${HEADLINE[alert.state]}: ${alert.rule}: ${alert.description} ` +
     `(value ${value}, threshold ${alert.threshold})`;
