@@ -68,7 +68,7 @@ const ms = (x: number) => x.toFixed(0);
 const describe = (worst: { name: string; mib: number } | null, none = "no GC seen") =>
   worst ? `highest: \`${worst.name}\`, ${worst.mib.toFixed(1)} MiB` : none;
 
-function functionEnv(extra: Record<string, string> = {}): Record<string, string> {
+export function functionEnv(extra: Record<string, string> = {}): Record<string, string> {
   return { ...LOCAL_FUNCTION_ENV, ...Deno.env.toObject(), ...extra };
 }
 
@@ -261,7 +261,7 @@ class HeapWatch {
   }
 }
 
-interface GatewayProcess {
+export interface GatewayProcess {
   url: string;
   pid: number;
   close(): Promise<void>;
@@ -271,7 +271,7 @@ interface GatewayProcess {
  * `local/gateway.ts` in a process of its own, so that its memory is its own; `onLine` gets every
  * line it prints after its URL (its functions' output included).
  */
-async function gatewayProcess(
+export async function gatewayProcess(
   env: Record<string, string>,
   onLine: (line: string) => void,
 ): Promise<GatewayProcess> {

@@ -13,6 +13,9 @@ export const FUNCTIONS_DIR = new URL("../supabase/functions/", import.meta.url).
 /** The shared pipeline's own: Postgres, Upstash, the rate limiter, JWT checks and schemas. */
 const PIPELINE = ["@upstash/ratelimit", "@upstash/redis", "jose", "postgres", "zod"];
 
+/** Error tracking (`_shared/error-tracking.ts`): loaded on the first report, only with a DSN. */
+const ERROR_TRACKING = "@sentry/deno";
+
 export interface ExpectedPackages {
   atBoot: string[];
   /** Large SDKs only some requests need, so they must be imported on first use, not at boot. */
@@ -20,22 +23,24 @@ export interface ExpectedPackages {
 }
 
 export const EXPECTED_PACKAGES: Readonly<Record<string, ExpectedPackages>> = {
-  health: { atBoot: PIPELINE, onFirstUse: [] },
-  profile: { atBoot: PIPELINE, onFirstUse: [] },
-  usage: { atBoot: PIPELINE, onFirstUse: [] },
-  history: { atBoot: PIPELINE, onFirstUse: [] },
-  sync: { atBoot: PIPELINE, onFirstUse: [] },
-  analyze: { atBoot: PIPELINE, onFirstUse: ["openai", "@supabase/supabase-js"] },
-  chat: { atBoot: PIPELINE, onFirstUse: ["openai"] },
-  billing: { atBoot: PIPELINE, onFirstUse: ["stripe"] },
-  "stripe-webhook": { atBoot: PIPELINE, onFirstUse: ["stripe"] },
+  health: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING] },
+  profile: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING] },
+  usage: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING] },
+  history: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING] },
+  sync: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING] },
+  activities: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING] },
+  statistics: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING] },
+  analyze: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING, "openai", "@supabase/supabase-js"] },
+  chat: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING, "openai"] },
+  billing: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING, "stripe"] },
+  "stripe-webhook": { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING, "stripe"] },
   "process-jobs": {
     atBoot: PIPELINE,
-    onFirstUse: ["stripe", "@supabase/supabase-js", "openai", "expo-server-sdk"],
+    onFirstUse: [ERROR_TRACKING, "stripe", "@supabase/supabase-js", "openai", "expo-server-sdk"],
   },
-  devices: { atBoot: PIPELINE, onFirstUse: ["expo-server-sdk"] },
-  recommendations: { atBoot: PIPELINE, onFirstUse: [] },
-  uploads: { atBoot: PIPELINE, onFirstUse: ["@supabase/supabase-js"] },
+  devices: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING, "expo-server-sdk"] },
+  recommendations: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING] },
+  uploads: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING, "@supabase/supabase-js"] },
 };
 
 export interface GraphPart {

@@ -5,6 +5,7 @@ import { databaseBench } from "./database.ts";
 import { functionsBench } from "./functions.ts";
 import { hotPathBench } from "./hot-path.ts";
 import { ensureWrk, load } from "./http-load.ts";
+import { readReplicaBench } from "./read-replica.ts";
 import { CONNECTIONS, loadBare, resultRow, SECONDS } from "./support.ts";
 import { workerBench } from "./worker.ts";
 
@@ -97,13 +98,14 @@ async function healthSection(): Promise<string> {
 async function main() {
   await ensureWrk();
   const startedHere = !(await healthy());
-  if (startedHere) await run(Deno.execPath(), ["run", "-A", STACK, "up"]);
+  if (startedHere) await run(Deno.execPath(), ["run", "-A", STACK, "up", "--replica"]);
   try {
     const sections = [
       `# Benchmark results\n\n${await machine()}`,
       await healthSection(),
       await hotPathBench(),
       await functionsBench(),
+      await readReplicaBench(),
     ];
     sections.push(await databaseBench(Deno.env.get("SUPABASE_DB_URL") ?? LOCAL_DB_URL));
     sections.push(await workerBench(Deno.env.get("SUPABASE_DB_URL") ?? LOCAL_DB_URL));

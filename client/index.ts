@@ -6,6 +6,8 @@ import {
 } from "@supabase/supabase-js";
 import type { z } from "zod";
 import {
+  ActivitiesQuery,
+  ActivitiesResponse,
   type AnalysisItem,
   AnalyzeAccepted,
   AnalyzeRequest,
@@ -28,6 +30,7 @@ import {
   ProfileUpdateRequest,
   RecommendationsResponse,
   type Settings,
+  StatisticsResponse,
   SyncQuery,
   SyncResponse,
   type UploadBucket,
@@ -65,6 +68,8 @@ export {
   type ServerErrorCode,
 } from "./errors.ts";
 export type {
+  ActivitiesResponse,
+  ActivityItem,
   AnalysisItem,
   AnalyzeAccepted,
   AnalyzeRequest,
@@ -80,6 +85,7 @@ export type {
   ProfileResponse,
   RecommendationsResponse,
   Settings,
+  StatisticsResponse,
   StoredObject,
   SyncResponse,
   UploadBucket,
@@ -88,7 +94,11 @@ export type {
   UploadsPage,
   Usage,
   UsageResponse,
+  UserStatistics,
 } from "../supabase/functions/_shared/contracts.ts";
+
+/** `activities`' query; `limit` defaults to 20. */
+export type ActivitiesParams = Partial<ActivitiesQuery>;
 
 type InvokeOptions = NonNullable<Parameters<SupabaseClient["functions"]["invoke"]>[1]>;
 
@@ -332,6 +342,21 @@ export function createApiClient(supabase: Pick<SupabaseClient, "functions" | "st
     },
 
     sync,
+    /** The user's activity log, one page newest first; pass `next_cursor` back as `cursor`. */
+    async activities(params: ActivitiesParams = {}): Promise<ActivitiesResponse> {
+      const query = valid(ActivitiesQuery, params);
+      return await call(withQuery("activities", { ...query }), ActivitiesResponse, {
+        method: "GET",
+      });
+    },
+
+    /**
+     * The user's statistics: counts as of `refreshed_at` (hourly), usage and quota live;
+     * `statistics` is null for an account newer than the last refresh.
+     */
+    async statistics(): Promise<StatisticsResponse> {
+      return await call("statistics", StatisticsResponse, { method: "GET" });
+    },
 
     /**
      * The answer of `analyze`: the analysis (200), or for a background analysis (`"mode":

@@ -24,6 +24,8 @@ export const DEV_PORTS = {
   LOCAL_DB_PORT: 54322,
   LOCAL_BRIDGE_PORT: 8079,
   LOCAL_REDIS_PORT: 54380,
+  /** The streaming read replica, when the stack starts one (`up --replica`, LOCAL_REPLICA=1). */
+  LOCAL_REPLICA_PORT: 54332,
 } as const;
 
 /**
@@ -35,6 +37,7 @@ export const TEST_PORTS: Record<keyof typeof DEV_PORTS, number> = {
   LOCAL_DB_PORT: 55422,
   LOCAL_BRIDGE_PORT: 55479,
   LOCAL_REDIS_PORT: 55480,
+  LOCAL_REPLICA_PORT: 55432,
 };
 
 const port = (variable: keyof typeof DEV_PORTS) =>
@@ -46,6 +49,8 @@ export const LOCAL_PORTS = {
   upstashBridge: port("LOCAL_BRIDGE_PORT"),
   /** Redis itself; only the bridge talks to it. */
   redis: port("LOCAL_REDIS_PORT"),
+  /** The read replica of `postgres`, only when the stack is asked for one. */
+  replica: port("LOCAL_REPLICA_PORT"),
 } as const;
 
 /**
@@ -59,3 +64,5 @@ export const LOCAL_SUPABASE_URL = `http://127.0.0.1:${LOCAL_PORTS.gateway}`;
 export const LOCAL_DB_URL =
   `postgresql://postgres:postgres@127.0.0.1:${LOCAL_PORTS.postgres}/postgres`;
 export const LOCAL_UPSTASH_URL = `http://127.0.0.1:${LOCAL_PORTS.upstashBridge}`;
+export const LOCAL_REPLICA_URL =
+  `postgresql://postgres:postgres@127.0.0.1:${LOCAL_PORTS.replica}/postgres`;

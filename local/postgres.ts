@@ -40,9 +40,14 @@ export class LocalPostgres {
   readonly dataDir: string;
   readonly logFile: string;
 
-  constructor(stateDir: string, readonly port: number = LOCAL_PORTS.postgres) {
-    this.dataDir = `${stateDir}/postgres`;
-    this.logFile = `${stateDir}/postgres.log`;
+  /** `name` is the cluster's folder and log in the state folder: `replica` for the replica. */
+  constructor(
+    stateDir: string,
+    readonly port: number = LOCAL_PORTS.postgres,
+    name = "postgres",
+  ) {
+    this.dataDir = `${stateDir}/${name}`;
+    this.logFile = `${stateDir}/${name}.log`;
   }
 
   get url(): string {
@@ -102,6 +107,33 @@ export class LocalPostgres {
         `full_page_writes = off`,
         "",
       ].join("\n"),
+      { append: true },
+    );
+  }
+
+  /**
+   * Makes this cluster a streaming replica of `primary`, as a hosted read replica is: a fresh
+   * `pg_basebackup -R` (which writes `primary_conninfo` and `standby.signal`), on its own port.
+   * Made anew at every start, so it never follows an older primary's history.
+   */
+  async replicate(primary: LocalPostgres) {
+    await Deno.remove(this.dataDir, { recursive: true }).catch(() => {});
+    await Deno.mkdir(this.dataDir, { recursive: true, mode: 0o700 });
+    await letClusterOwnerReach(this.dataDir);
+    if (isRoot) await run("chown", ["postgres:postgres", this.dataDir]);
+    const [cmd, args] = asClusterOwner(`${BIN}/pg_basebackup`, [
+      "--pgdata",
+      this.dataDir,
+      `--dbname=${primary.url}`,
+      "--write-recovery-conf",
+      "--wal-method=stream",
+      "--checkpoint=fast",
+    ]);
+    await run(cmd, args);
+    // The copied settings name the primary's port; the last line read wins.
+    await Deno.writeTextFile(
+      `${this.dataDir}/postgresql.auto.conf`,
+      [`port = ${this.port}`, `hot_standby = on`, ""].join("\n"),
       { append: true },
     );
   }

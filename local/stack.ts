@@ -6,6 +6,7 @@ import {
   LOCAL_DB_URL,
   LOCAL_JWT_SECRET,
   LOCAL_PORTS,
+  LOCAL_REPLICA_URL,
   LOCAL_SERVICE_ROLE_KEY,
   LOCAL_STATE_DIR,
   LOCAL_SUPABASE_URL,
@@ -24,9 +25,13 @@ import { ensureUser } from "./users.ts";
  * The local stack, without Docker: Postgres 15 and Redis from Debian, the Upstash-REST bridge,
  * and the functions gateway, on the ports `supabase start` uses.
  *
- *   dev [--seed]   start in the foreground; Ctrl-C stops everything it started; --seed loads
- *                  supabase/seed.sql (demo users and their history) after the migrations
- *   up [--seed]    the same in the background; returns once health answers 200
+ *   dev [--seed] [--replica]
+ *                  start in the foreground; Ctrl-C stops everything it started; --seed loads
+ *                  supabase/seed.sql (demo users and their history) after the migrations;
+ *                  --replica (or LOCAL_REPLICA=1) adds a streaming read replica of Postgres on
+ *                  LOCAL_REPLICA_PORT, which the functions read from (SUPABASE_DB_READ_URL)
+ *   up [--seed] [--replica]
+ *                  the same in the background; returns once health answers 200
  *   down           stops what `up` started
  *   redis          only Redis and the Upstash bridge, in the foreground, for use beside
  *                  `supabase start` + `supabase functions serve` (the CLI's Docker stack)
@@ -50,11 +55,17 @@ export const LOCAL_FUNCTION_ENV: Record<string, string> = {
   ALLOWED_ORIGINS: "http://localhost:8081,http://127.0.0.1:8081,http://localhost:19006",
 };
 
-function functionEnv(): Record<string, string> {
+function functionEnv(replica = false): Record<string, string> {
   const env = { ...LOCAL_FUNCTION_ENV, ...Deno.env.toObject() };
   env.SUPABASE_URL = env.SUPABASE_URL.replace(/\/$/, "");
+  // Set (even empty, as the test run sets it) it wins: an empty value means no read replica.
+  if (replica) env.SUPABASE_DB_READ_URL ??= LOCAL_REPLICA_URL;
   return env;
 }
+
+/** Whether the stack runs a read replica: `--replica`, or LOCAL_REPLICA=1 in the environment. */
+const replicaWanted = (args: string[]) =>
+  args.includes("--replica") || Deno.env.get("LOCAL_REPLICA") === "1";
 
 async function healthy(): Promise<boolean> {
   try {
@@ -80,8 +91,10 @@ function fail(message: string): never {
   Deno.exit(1);
 }
 
-function refuseTakenPorts() {
-  const taken = Object.entries(LOCAL_PORTS).filter(([, port]) => portInUse(port));
+function refuseTakenPorts(replica: boolean) {
+  const taken = Object.entries(LOCAL_PORTS)
+    .filter(([part]) => replica || part !== "replica")
+    .filter(([, port]) => portInUse(port));
   if (taken.length === 0) return;
   const list = taken.map(([part, port]) => `${port} (${part})`).join(", ");
   const running = readPid();
@@ -93,7 +106,7 @@ function refuseTakenPorts() {
   );
 }
 
-function banner(): string {
+function banner(replica: boolean): string {
   return [
     "",
     "Local stack is up.",
@@ -102,6 +115,7 @@ function banner(): string {
     `  JWKS           ${LOCAL_SUPABASE_URL}/auth/v1/.well-known/jwks.json`,
     `  Storage        ${LOCAL_SUPABASE_URL}/storage/v1`,
     `  Database       ${LOCAL_DB_URL}`,
+    ...(replica ? [`  Read replica   ${LOCAL_REPLICA_URL}  (streaming, read-only)`] : []),
     `  Upstash REST   ${LOCAL_UPSTASH_URL}  (token: ${LOCAL_UPSTASH_TOKEN})`,
     `  JWT secret     ${LOCAL_JWT_SECRET}`,
     `  anon key       ${LOCAL_ANON_KEY}`,
@@ -149,14 +163,17 @@ function startJobWorkerTrigger(serviceRoleKey: string): () => void {
   return () => clearInterval(timer);
 }
 
-async function dev(seed: boolean) {
+async function dev(seed: boolean, replica: boolean) {
   await ensureDependencies();
-  refuseTakenPorts();
+  refuseTakenPorts(replica);
   await Deno.mkdir(LOCAL_STATE_DIR, { recursive: true });
   Deno.writeTextFileSync(PID_FILE, `${Deno.pid}\n`);
 
   const db = new LocalPostgres(LOCAL_STATE_DIR);
   const cache = new LocalRedis(LOCAL_STATE_DIR);
+  const readReplica = replica
+    ? new LocalPostgres(LOCAL_STATE_DIR, LOCAL_PORTS.replica, "replica")
+    : undefined;
   let bridge: UpstashBridge | undefined;
   let gateway: Gateway | undefined;
   let storage: StorageServer | undefined;
@@ -170,6 +187,7 @@ async function dev(seed: boolean) {
       await storage?.close().catch(() => {});
       await bridge?.close().catch(() => {});
       await cache.stop().catch((e) => console.error(`redis: ${e.message}`));
+      await readReplica?.stop().catch((e) => console.error(`replica: ${e.message}`));
       await db.stop().catch((e) => console.error(`postgres: ${e.message}`));
       await Deno.remove(PID_FILE).catch(() => {});
     })();
@@ -193,6 +211,12 @@ async function dev(seed: boolean) {
     await db.pushMigrations();
     if (seed) await db.seed();
     console.log(`postgres ready, migrations applied${seed ? ", seed.sql loaded" : ""}`);
+    if (readReplica) {
+      await readReplica.stop().catch(() => {});
+      await readReplica.replicate(db);
+      await readReplica.start();
+      console.log(`read replica streaming from postgres on port ${readReplica.port}`);
+    }
 
     await cache.start();
     bridge = await startUpstashBridge({
@@ -202,7 +226,7 @@ async function dev(seed: boolean) {
     });
     console.log(`redis ready behind the Upstash bridge at ${bridge.url}`);
 
-    const env = functionEnv();
+    const env = functionEnv(replica);
     storage = createStorageServer({
       dbUrl: env.SUPABASE_DB_URL,
       dataDir: `${LOCAL_STATE_DIR}/storage`,
@@ -221,7 +245,7 @@ async function dev(seed: boolean) {
     });
     await waitFor("health function", healthy, 60_000);
     stopJobWorkerTrigger = startJobWorkerTrigger(env.SUPABASE_SERVICE_ROLE_KEY);
-    console.log(banner());
+    console.log(banner(replica));
   } catch (error) {
     console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
     await stop();
@@ -229,7 +253,7 @@ async function dev(seed: boolean) {
   }
 }
 
-async function up(seed: boolean) {
+async function up(seed: boolean, replica: boolean) {
   const running = readPid();
   if (running && processAlive(running) && await healthy()) {
     if (seed) await new LocalPostgres(LOCAL_STATE_DIR).seed();
@@ -237,13 +261,13 @@ async function up(seed: boolean) {
     return;
   }
   await ensureDependencies();
-  refuseTakenPorts();
+  refuseTakenPorts(replica);
   await Deno.mkdir(LOCAL_STATE_DIR, { recursive: true });
   // setsid detaches the stack from this shell so it outlives `deno task up`; the shell's
   // redirection hands it the log file, so nothing it writes depends on this process.
   const quote = (value: string) => `'${value.replaceAll("'", `'\\''`)}'`;
   const command = [Deno.execPath(), "run", "-A", new URL(import.meta.url).pathname, "dev"]
-    .concat(seed ? ["--seed"] : [])
+    .concat(seed ? ["--seed"] : [], replica ? ["--replica"] : [])
     .map(quote).join(" ");
   const child = new Deno.Command("sh", {
     args: ["-c", `exec setsid ${command} > ${quote(LOG_FILE)} 2>&1 < /dev/null`],
@@ -259,7 +283,7 @@ async function up(seed: boolean) {
     fail(`the local stack did not start; last lines of ${LOG_FILE}:\n${tail}`);
   }
   child.unref();
-  console.log(banner());
+  console.log(banner(replica));
   console.log(
     `Running in the background (pid ${child.pid}, log ${LOG_FILE}); stop: deno task down`,
   );
@@ -281,6 +305,7 @@ async function down() {
   }
   // The daemons belong to the stack even if its process died before stopping them.
   await new LocalRedis(LOCAL_STATE_DIR).stop().catch(() => {});
+  await new LocalPostgres(LOCAL_STATE_DIR, LOCAL_PORTS.replica, "replica").stop().catch(() => {});
   await new LocalPostgres(LOCAL_STATE_DIR).stop().catch(() => {});
   await Deno.remove(PID_FILE).catch(() => {});
   console.log("the local stack is stopped");
@@ -351,10 +376,10 @@ if (import.meta.main) {
   const [command, ...args] = Deno.args;
   switch (command) {
     case "dev":
-      await dev(args.includes("--seed"));
+      await dev(args.includes("--seed"), replicaWanted(args));
       break;
     case "up":
-      await up(args.includes("--seed"));
+      await up(args.includes("--seed"), replicaWanted(args));
       break;
     case "down":
       await down();
@@ -366,6 +391,9 @@ if (import.meta.main) {
       await token(args[0]);
       break;
     default:
-      fail("usage: stack.ts dev [--seed] | up [--seed] | down | redis | token <email>");
+      fail(
+        "usage: stack.ts dev [--seed] [--replica] | up [--seed] [--replica] | down | redis | " +
+          "token <email>",
+      );
   }
 }

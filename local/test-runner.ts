@@ -24,6 +24,10 @@ export function testRunEnv(base: Record<string, string>): Record<string, string>
     ...base,
     ...Object.fromEntries(ports),
     STACK_STATE_DIR: base.TEST_STATE_DIR ?? `${ROOT}/.local/test`,
+    // The stack runs its read replica for the tests that prove routing to it
+    // (read_replica_test.ts, each with a gateway of its own); the shared functions read the
+    // primary, so tests that write straight into Postgres and read back never race replication.
+    SUPABASE_DB_READ_URL: base.SUPABASE_DB_READ_URL ?? "",
   };
 }
 
@@ -70,7 +74,9 @@ async function stream(
 }
 
 async function stack(command: "up" | "down"): Promise<boolean> {
-  const { code } = await stream(Deno.execPath(), ["run", "-A", `${ROOT}/local/stack.ts`, command]);
+  const args = ["run", "-A", `${ROOT}/local/stack.ts`, command];
+  if (command === "up") args.push("--replica");
+  const { code } = await stream(Deno.execPath(), args);
   return code === 0;
 }
 

@@ -3,6 +3,7 @@ import type { Plan } from "./contracts.ts";
 import { isDatabaseUnreachable, sql } from "./db.ts";
 import { ApiError } from "./errors.ts";
 import { errorMessage, log } from "./log.ts";
+import type { RequestSignals } from "./metrics.ts";
 import { type Profile, readProfile } from "./profile-cache.ts";
 import {
   anonymousPlan,
@@ -28,6 +29,8 @@ export interface Admission {
   decision: RateLimitDecision | null;
   /** What the decision implies for the response (`X-RateLimit-*`). */
   headers: Record<string, string>;
+  /** What admission met on its way, for the request's metrics row. */
+  signals: RequestSignals;
 }
 
 export interface AdmissionRequest {
@@ -41,15 +44,20 @@ export interface AdmissionRequest {
 /** The isolate's rate limiter: the one admission counts with, also handed to handlers. */
 export const rateLimiter = createRateLimiter({ redis, sql });
 
-const NOT_LIMITED: Admission = { profile: null, decision: null, headers: {} };
+const NO_SIGNALS: RequestSignals = {
+  profile_cache_hit: null,
+  ai_cache_hit: null,
+  redis_fallback: null,
+};
 
 /** The one entry point: the terms a request is admitted on, or the ApiError refusing it. */
 export async function admit(request: AdmissionRequest): Promise<Admission> {
   const { caller, rateClass } = request;
   if (caller?.kind === "user") return await admitUser(caller, rateClass);
-  if (!rateClass) return NOT_LIMITED;
+  const notLimited = { profile: null, decision: null, headers: {}, signals: { ...NO_SIGNALS } };
+  if (!rateClass) return notLimited;
   const decision = await anonymousDecision(request, rateClass);
-  return decision ? allowedOrRefused(rateClass, null, decision) : NOT_LIMITED;
+  return decision ? allowedOrRefused(rateClass, null, decision, notLimited.signals) : notLimited;
 }
 
 /**
@@ -70,18 +78,20 @@ async function admitUser(
     : null;
   // Should the profile read fail, the guess is left unawaited: it must not become unhandled.
   guessed?.catch(() => {});
-  const { profile } = await readProfile(redis(), sql(), caller.id);
+  const { profile, redisOk, cacheHit } = await readProfile(redis(), sql(), caller.id);
   if (!profile) throw new ApiError("unauthorized", "this account no longer exists");
   if (planHints.size >= MAX_PLAN_HINTS) planHints.clear();
   planHints.set(caller.id, profile.plan);
-  if (!rateClass) return { profile, decision: null, headers: {} };
+  const signals = { ...NO_SIGNALS, profile_cache_hit: cacheHit, redis_fallback: !redisOk };
+  if (!rateClass) return { profile, decision: null, headers: {}, signals };
 
   const limit = limitOf(profile.plan, rateClass);
   let decision = guessed ? await guessed : null;
   if (!decision || decision.limit !== limit) {
     decision = await rateLimiter.check(rateClass, caller.id, limit);
   }
-  return allowedOrRefused(rateClass, profile, decision);
+  signals.redis_fallback ||= decision.source === "postgres";
+  return allowedOrRefused(rateClass, profile, decision, signals);
 }
 
 /** A caller without a user is limited by the address the platform's proxy saw. */
@@ -114,6 +124,7 @@ function allowedOrRefused(
   rateClass: RateLimitClass,
   profile: Profile | null,
   decision: RateLimitDecision,
+  signals: RequestSignals,
 ): Admission {
   const headers = rateLimitHeaders(decision);
   if (!decision.allowed) {
@@ -124,7 +135,7 @@ function allowedOrRefused(
       headers,
     );
   }
-  return { profile, decision, headers };
+  return { profile, decision, headers, signals };
 }
 
 /** The headers a limit decision implies; a refusal adds `Retry-After`. */

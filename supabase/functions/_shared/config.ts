@@ -6,6 +6,8 @@ import { z } from "zod";
  * isolate at boot, where the client would only see the platform's opaque 502.
  */
 
+const postgresUrl = z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL");
+
 const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
 
 const commaList = z.string().transform((value) =>
@@ -62,6 +64,32 @@ const ConfigSchema = z.object({
   EXPO_BASE_URL: z.url().optional(),
   /** Expo's access token, when the project enables enhanced push security. */
   EXPO_ACCESS_TOKEN: z.string().min(1).optional(),
+
+  /**
+   * Error tracking: with a DSN, unhandled errors and failed jobs go to Sentry (`@sentry/deno`,
+   * loaded on the first report); without one nothing is loaded or sent.
+   */
+  SENTRY_DSN: z.url().optional(),
+  /** Defaults to APP_VERSION. */
+  SENTRY_RELEASE: z.string().min(1).optional(),
+  SENTRY_ENVIRONMENT: z.string().min(1).default("production"),
+
+  /** Where `alert.notify` posts (a Slack-compatible incoming webhook); unset: alerts are logged. */
+  ALERT_WEBHOOK_URL: z.url().optional(),
+  /** The dashboard an alert links to; defaults to the hosted project's Supabase dashboard. */
+  ALERT_DASHBOARD_URL: z.url().optional(),
+
+  /**
+   * A read replica (Supabase's, through its pooler) for the reads that tolerate lag; unset, every
+   * read goes to SUPABASE_DB_URL. Hosted Supabase refuses secrets named SUPABASE_*, so there it
+   * is DB_READ_URL; SUPABASE_DB_READ_URL is the local stack's name, and DB_READ_URL wins.
+   */
+  SUPABASE_DB_READ_URL: postgresUrl.optional(),
+  DB_READ_URL: postgresUrl.optional(),
+  /** After a user's write, that user's reads stay on the primary this long. */
+  READ_AFTER_WRITE_MS: positiveInt(5_000),
+  /** A replica further behind than this is not read from. */
+  MAX_REPLICA_LAG_MS: positiveInt(10_000),
 
   /** Background jobs one `process-jobs` run claims at most, in waves of JOB_CONCURRENCY. */
   JOB_BATCH_SIZE: positiveInt(20),

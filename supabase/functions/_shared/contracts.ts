@@ -248,6 +248,58 @@ export const HistoryResponse = z.discriminatedUnion("type", [
 ]);
 export type HistoryResponse = z.infer<typeof HistoryResponse>;
 
+// ---------------------------------------------------------------------------------------------
+// activities and statistics: the caller's own activity log and statistics
+// ---------------------------------------------------------------------------------------------
+
+/** `GET activities?limit=&cursor=` (query string). */
+export const ActivitiesQuery = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  cursor: Cursor.optional(),
+});
+export type ActivitiesQuery = z.infer<typeof ActivitiesQuery>;
+
+/** One entry of the activity log (`kind`: `analysis`, `chat`, `purchase`, ...). */
+export const ActivityItem = z.object({
+  id: z.uuid(),
+  created_at: Timestamp,
+  kind: z.string(),
+  detail: z.record(z.string(), z.unknown()),
+});
+export type ActivityItem = z.infer<typeof ActivityItem>;
+
+export const ActivitiesResponse = z.object({
+  items: z.array(ActivityItem),
+  next_cursor: Cursor.nullable(),
+  has_more: z.boolean(),
+});
+export type ActivitiesResponse = z.infer<typeof ActivitiesResponse>;
+
+/**
+ * The caller's statistics: counts as of the last hourly refresh (`refreshed_at`), usage and
+ * quota live.
+ */
+export const UserStatistics = z.object({
+  plan_id: PlanId,
+  analyses_count: z.number().int().nonnegative(),
+  chat_messages_count: z.number().int().nonnegative(),
+  last_analysis_at: Timestamp.nullable(),
+  last_chat_message_at: Timestamp.nullable(),
+  last_activity_at: Timestamp.nullable(),
+  used_this_period: z.number().int().nonnegative(),
+  monthly_quota: z.number().int().nonnegative(),
+  period_resets_at: Timestamp,
+  member_since: Timestamp,
+});
+export type UserStatistics = z.infer<typeof UserStatistics>;
+
+/** `statistics` is null until the first refresh after the account was made. */
+export const StatisticsResponse = z.object({
+  statistics: UserStatistics.nullable(),
+  refreshed_at: Timestamp.nullable(),
+});
+export type StatisticsResponse = z.infer<typeof StatisticsResponse>;
+
 /** `GET sync?since=` (query string); without `since`, everything recent. */
 export const SyncQuery = z.strictObject({ since: Cursor.optional() });
 export type SyncQuery = z.infer<typeof SyncQuery>;

@@ -18,7 +18,7 @@ export interface Position {
   id: string;
 }
 
-export type CursorKind = "analyses" | "messages" | "sync" | "uploads";
+export type CursorKind = "analyses" | "messages" | "activities" | "sync" | "uploads";
 
 const VERSION = 1;
 
@@ -39,7 +39,7 @@ const Instant = z.string().regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/
 
 const Encoded = z.strictObject({
   v: z.literal(VERSION),
-  k: z.enum(["analyses", "messages", "sync", "uploads"]),
+  k: z.enum(["analyses", "messages", "activities", "sync", "uploads"]),
   t: Instant,
   i: z.guid(),
 });

@@ -12,14 +12,46 @@ import { errorMessage, log } from "./log.ts";
  * so a flood of junk requests adds a row per minute, not per request.
  */
 
-export interface MetricRow {
+/**
+ * What a signed-in request met on its way, written in its own row (null: not applicable), for
+ * the cache hit rates and the Redis fallback share in `ops_cache_and_fallback`.
+ */
+export interface RequestSignals {
+  profile_cache_hit: boolean | null;
+  ai_cache_hit: boolean | null;
+  redis_fallback: boolean | null;
+}
+
+export interface MetricRow extends RequestSignals {
   function_name: string;
   method: string;
   status: number;
   duration_ms: number;
   user_id: string | null;
   request_id: string;
+  /** Whether the request counts as its user's activity (not a column: it moves last_active_at). */
+  active: boolean;
 }
+
+const METRIC_COLUMNS = [
+  "function_name",
+  "method",
+  "status",
+  "duration_ms",
+  "user_id",
+  "request_id",
+  "profile_cache_hit",
+  "ai_cache_hit",
+  "redis_fallback",
+] as const satisfies readonly (keyof MetricRow)[];
+
+/**
+ * `profiles.last_active_at` moves at most once per user per this long: the flush names a user
+ * to `touch_last_active` only when this isolate has not done so within it (the function checks
+ * the same bound against the row, for the other isolates).
+ */
+const ACTIVE_STAMP_INTERVAL_MS = 5 * 60_000;
+const MAX_STAMPED_USERS = 10_000;
 
 const BATCH_SIZE = 200;
 const FLUSH_DELAY_MS = 50;
@@ -49,6 +81,8 @@ interface RequestCount {
 
 const pending = new Set<Promise<unknown>>();
 let buffer: MetricRow[] = [];
+/** When this isolate last stamped each user's last_active_at (ms since the epoch). */
+const stamped = new Map<string, number>();
 let counts = new Map<string, RequestCount>();
 let timer: ReturnType<typeof setTimeout> | undefined;
 let writing: Promise<void> = Promise.resolve();
@@ -116,9 +150,8 @@ async function writeRows(sql: Sql): Promise<boolean> {
   while (buffer.length > 0) {
     const batch = buffer.splice(0, BATCH_SIZE);
     try {
-      await sql`insert into public.api_metrics ${
-        sql(batch, "function_name", "method", "status", "duration_ms", "user_id", "request_id")
-      }`;
+      await sql`insert into public.api_metrics ${sql(batch, ...METRIC_COLUMNS)}`;
+      await stampActive(sql, batch);
     } catch (error) {
       buffer = batch.concat(buffer).slice(-MAX_BUFFERED);
       log.warn("metrics write failed; rows kept for the next flush", {
@@ -129,6 +162,27 @@ async function writeRows(sql: Sql): Promise<boolean> {
     }
   }
   return true;
+}
+
+/**
+ * Moves `last_active_at` of the batch's users that this isolate has not stamped lately, in one
+ * statement with the flush, so that every signed-in request (reads too) counts as activity
+ * without a write of its own. A failure is only logged: the next flush tries again.
+ */
+async function stampActive(sql: Sql, batch: MetricRow[]) {
+  const now = Date.now();
+  const users = batch.filter((row) => row.active).map((row) => row.user_id!);
+  const due = [...new Set(users)].filter((id) =>
+    now - (stamped.get(id) ?? 0) >= ACTIVE_STAMP_INTERVAL_MS
+  );
+  if (due.length === 0) return;
+  if (stamped.size + due.length > MAX_STAMPED_USERS) stamped.clear();
+  try {
+    await sql`select public.touch_last_active(${due}::uuid[])`;
+    for (const id of due) stamped.set(id, now);
+  } catch (error) {
+    log.warn("last_active_at not stamped", { users: due.length, error: errorMessage(error) });
+  }
 }
 
 export interface Metrics {

@@ -5,11 +5,13 @@ import { type AuthVerifier, bearerToken, type Caller, createAuthVerifier } from 
 import { type Config, config, ConfigError } from "./config.ts";
 import { isDatabaseUnreachable, type Sql, sql } from "./db.ts";
 import { ApiError } from "./errors.ts";
+import { reportError } from "./error-tracking.ts";
 import { corsHeaders, errorResponse, type Method, readBodyText, requestIdOf } from "./http.ts";
 import { errorMessage, log } from "./log.ts";
-import { createMetrics } from "./metrics.ts";
+import { createMetrics, type RequestSignals } from "./metrics.ts";
 import type { Profile } from "./profile-cache.ts";
 import type { RateLimitClass, RateLimitDecision, RateLimiter } from "./rate-limit.ts";
+import { markWritten, onReadClient, replicaConfigured, wroteRecently } from "./read-replica.ts";
 import { redis } from "./redis.ts";
 
 /**
@@ -49,6 +51,12 @@ export interface FunctionSpec<
    * SDK, not even its types.
    */
   stripe?: (c: Config) => Promise<P>;
+  /**
+   * Whether a signed-in request counts as the user's activity (`profiles.last_active_at`);
+   * default true. `sync` says false: it is the app's background poll, and counting it would
+   * keep every polling app at sync's active interval forever.
+   */
+  activity?: boolean;
 }
 
 export interface Context<
@@ -63,6 +71,16 @@ export interface Context<
   config: Config;
   /** The isolate's Postgres client, as the service role (`asUser` for the caller's own rights). */
   sql: Sql;
+  /**
+   * Runs reads that tolerate lag (history pages, activities, statistics, sync) on the read
+   * replica when one is configured, answering and the caller has not just written; on the
+   * primary otherwise (`_shared/read-replica.ts`).
+   */
+  read<T>(work: (db: Sql) => Promise<T>): Promise<T>;
+  /** After a write of the caller's data: their reads stay on the primary for a while. */
+  wrote(): void;
+  /** What this request met, for its metrics row (a handler sets `ai_cache_hit`). */
+  signals: RequestSignals;
   /** The isolate's Upstash client. */
   redis: Redis;
   /** The isolate's rate limiter, the one admission uses (to read what is left, say). */
@@ -157,10 +175,19 @@ function parseQuery(url: URL, schema: z.ZodType): unknown {
   return validated(schema, params);
 }
 
-/** Any error as the ApiError to answer with; anything unexpected is logged and becomes `internal`. */
-export function toApiError(error: unknown, fn: string, requestId: string): ApiError {
+/**
+ * Any error as the ApiError to answer with; anything unexpected is logged, reported to error
+ * tracking (after the response) and becomes `internal`.
+ */
+export function toApiError(
+  error: unknown,
+  fn: string,
+  requestId: string,
+  userId: string | null = null,
+): ApiError {
   if (error instanceof ApiError) return error;
   if (error instanceof ConfigError) {
+    reportError(error, { function: fn, request_id: requestId, user_id: userId });
     log.error("configuration invalid", {
       function: fn,
       request_id: requestId,
@@ -182,6 +209,7 @@ export function toApiError(error: unknown, fn: string, requestId: string): ApiEr
     request_id: requestId,
     error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
   });
+  reportError(error, { function: fn, request_id: requestId, user_id: userId });
   return new ApiError("internal", "internal error");
 }
 
@@ -202,6 +230,12 @@ export function defineFunction<
     let cors: Headers | null = null;
     let caller: Caller | null = null;
     let admission: Admission | null = null;
+    let signals: RequestSignals = {
+      profile_cache_hit: null,
+      ai_cache_hit: null,
+      redis_fallback: null,
+    };
+    let marking: Promise<void> | undefined;
     let response: Response;
     try {
       const c = config();
@@ -212,7 +246,12 @@ export function defineFunction<
         throw new ApiError("method_not_allowed", `${req.method} is not allowed`, {}, { allow });
       } else {
         caller = await authenticate(req, spec.auth, c);
+        const user = caller?.kind === "user" ? caller : null;
+        // Asked in the same Upstash round trip as the profile and the rate limit.
+        const recentWrite = user && replicaConfigured(c) ? wroteRecently(redis(), user.id) : null;
+        recentWrite?.catch(() => {});
         admission = await admit({ req, requestId, caller, rateClass: spec.rateLimit });
+        signals = admission.signals;
         const body = spec.body && BODY_METHODS.has(req.method)
           ? await parseBody(req, spec.body, c.MAX_BODY_BYTES)
           : undefined;
@@ -224,6 +263,11 @@ export function defineFunction<
           requestId,
           config: c,
           sql: sql(),
+          read: (work) => onReadClient(recentWrite, work),
+          wrote: () => {
+            if (user) marking = markWritten(redis(), user.id);
+          },
+          signals,
           redis: redis(),
           rateLimiter,
           stripe: () =>
@@ -238,8 +282,11 @@ export function defineFunction<
         });
       }
     } catch (error) {
-      response = errorResponse(toApiError(error, spec.name, requestId), requestId);
+      const userId = caller?.kind === "user" ? caller.id : null;
+      response = errorResponse(toApiError(error, spec.name, requestId, userId), requestId);
     }
+    // The marker of a write must be in Redis before the writer can read again.
+    if (marking) await marking;
 
     response = withHeaders(response, (headers) => {
       cors?.forEach((value, key) => headers.set(key, value));
@@ -267,6 +314,8 @@ export function defineFunction<
         duration_ms: durationMs,
         user_id: userId,
         request_id: requestId,
+        ...signals,
+        active: spec.activity !== false,
       });
     }
     return response;

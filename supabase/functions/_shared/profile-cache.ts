@@ -131,6 +131,8 @@ export interface CachedRead {
   profile: Profile | null;
   /** Whether Redis answered; false means the profile came from Postgres because it did not. */
   redisOk: boolean;
+  /** Whether the answer came from the cache (a profile or a deleted account's tombstone). */
+  cacheHit: boolean;
 }
 
 /**
@@ -145,11 +147,11 @@ export async function readProfile(redis: Redis, sql: Sql, userId: string): Promi
     () => redis.getex<Profile | Tombstone>(profileKey(userId)),
   );
   if (cached === undefined) {
-    return { profile: await loadOnce(sql, null, userId), redisOk: false };
+    return { profile: await loadOnce(sql, null, userId), redisOk: false, cacheHit: false };
   }
-  if (cached && "deleted" in cached) return { profile: null, redisOk: true };
-  if (cached) return { profile: cached, redisOk: true };
-  return { profile: await loadOnce(sql, redis, userId), redisOk: true };
+  if (cached && "deleted" in cached) return { profile: null, redisOk: true, cacheHit: true };
+  if (cached) return { profile: cached, redisOk: true, cacheHit: true };
+  return { profile: await loadOnce(sql, redis, userId), redisOk: true, cacheHit: false };
 }
 
 /** After a write to the profile (or its plan): put the fresh row in the cache. */

@@ -129,7 +129,9 @@ async function enqueueAnalysis(
 
 export const handler = defineFunction(
   { name: "analyze", methods: ["POST"], auth: "user", rateLimit: "ai", body: AnalyzeRequest },
-  async ({ req, caller, profile: { plan }, body, config, requestId, sql: db, redis }) => {
+  async (
+    { req, caller, profile: { plan }, body, config, requestId, sql: db, redis, signals, wrote },
+  ) => {
     requireAi(config);
     const model = config.OPENAI_MODEL;
     const ttl = config.AI_CACHE_TTL_SECONDS;
@@ -158,6 +160,8 @@ export const handler = defineFunction(
     });
 
     const cached = await readAiCache<AnalysisResult>(redis, db, key, ttl);
+    signals.ai_cache_hit = cached !== null;
+    signals.ai_cache_hit = cached !== null;
     const answered = (result: AnalysisResult) =>
       analysisItem({ ...request, inputHash, model, result, cached: cached !== null });
     if (cached && plan.cache_hit_cost === 0) {
@@ -195,6 +199,7 @@ export const handler = defineFunction(
       if (analysisId !== payload.analysis_id) {
         await charge.failed(new Error(`duplicate of analysis ${analysisId}`));
       }
+      wrote();
       return accepted(analysisId);
     }
 
@@ -221,6 +226,7 @@ export const handler = defineFunction(
         owner,
       }),
     ]);
+    wrote();
     return json(
       { analysis, cached: cached !== null, usage: charge.usage } satisfies AnalyzeResponse,
     );

@@ -144,7 +144,9 @@ const wantsEvents = (req: Request) =>
 
 export const handler = defineFunction(
   { name: "chat", methods: ["POST"], auth: "user", rateLimit: "ai", body: ChatRequest },
-  async ({ req, caller, profile: { plan }, body, config, requestId, sql: db, redis }) => {
+  async (
+    { req, caller, profile: { plan }, body, config, requestId, sql: db, redis, signals, wrote },
+  ) => {
     requireAi(config);
     const model = config.OPENAI_MODEL;
     const ttl = config.AI_CACHE_TTL_SECONDS;
@@ -168,6 +170,7 @@ export const handler = defineFunction(
     });
 
     const cached = await readAiCache<string>(redis, db, key, ttl);
+    signals.ai_cache_hit = cached !== null;
     const exchange = (reply: string): Exchange => ({
       conversationId,
       message: body.message,
@@ -207,6 +210,7 @@ export const handler = defineFunction(
           owner: caller.id,
         }),
       ]);
+      wrote();
       return response(message, charge.usage);
     };
 
@@ -246,7 +250,10 @@ export const handler = defineFunction(
       } catch (error) {
         if (hungUp) return;
         const answered = await charge.failed(error);
-        yield ["error", errorEnvelope(toApiError(answered, "chat", requestId), requestId)];
+        yield [
+          "error",
+          errorEnvelope(toApiError(answered, "chat", requestId, caller.id), requestId),
+        ];
       }
     }
     return eventStream(events(), () => {

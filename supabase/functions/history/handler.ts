@@ -1,8 +1,8 @@
-import { z } from "zod";
 import { AnalysisItem, HistoryQuery, HistoryResponse } from "../_shared/contracts.ts";
 import { decodeCursor, encodeCursor, type Position } from "../_shared/cursor.ts";
 import { asUser, jsonObjectSql, type Tx } from "../_shared/db.ts";
 import { ApiError } from "../_shared/errors.ts";
+import { fullPage, PAGE_COLUMNS, PageRow } from "../_shared/history-pages.ts";
 import { json } from "../_shared/http.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
 
@@ -14,28 +14,15 @@ import { defineFunction } from "../_shared/pipeline.ts";
  *
  * Pages come from `analyses_page` / `chat_messages_page` (migration 20261123000420). Those are
  * SECURITY INVOKER and executable by `authenticated`, so they run as the caller (`asUser`) and
- * row level security confines every read to the caller's own rows whatever id is passed. Each
- * call reads a two-month window and may come back short while older rows exist, so a page is
- * stitched from consecutive windows until it is full or the history ends, at most
- * `MAX_WINDOWS` calls: two years, the default retention of both tables, so a page is short only
- * where the history ends unless an operator keeps more (and then `has_more` says so).
+ * row level security confines every read to the caller's own rows whatever id is passed; a page
+ * is stitched from their two-month windows by `fullPage` (`_shared/history-pages.ts`).
  *
  * `?id=` answers a page of that one analysis (404 when the caller has none with that id): how
- * the app follows a background analysis from `pending` to `done` or `failed`.
+ * the app follows a background analysis from `pending` to `done` or `failed`. It reads the
+ * primary: the analysis it follows was just written by the worker, not by the caller.
  */
 
 const ANALYSIS_JSON = jsonObjectSql(AnalysisItem, "a");
-
-const MAX_WINDOWS = 12;
-
-/** The row of a `*_page` function; its items are parsed with the whole answer. */
-const PageRow = z.object({
-  items: z.array(z.unknown()),
-  next_before_created_at: z.string().nullable(),
-  next_before_id: z.string().nullable(),
-  has_more: z.boolean(),
-});
-const PAGE_COLUMNS = Object.keys(PageRow.shape).join(", ");
 
 async function windowPage(
   tx: Tx,
@@ -57,23 +44,9 @@ async function windowPage(
   return PageRow.parse(row);
 }
 
-async function fullPage(tx: Tx, query: HistoryQuery, userId: string, from: Position | null) {
-  const items: unknown[] = [];
-  let before = from;
-  for (let window = 0; window < MAX_WINDOWS; window++) {
-    const page = await windowPage(tx, query, userId, before, query.limit - items.length);
-    items.push(...page.items);
-    before = page.has_more
-      ? { created_at: page.next_before_created_at!, id: page.next_before_id! }
-      : null;
-    if (!before || items.length >= query.limit) break;
-  }
-  return { items, next: before };
-}
-
 export const handler = defineFunction(
   { name: "history", methods: ["GET"], auth: "user", rateLimit: "general", query: HistoryQuery },
-  async ({ caller, query, sql }) => {
+  async ({ caller, query, read, sql }) => {
     if (query.conversation_id && query.type !== "messages") {
       throw new ApiError("validation_failed", "conversation_id: only applies to type=messages", {
         field: "conversation_id",
@@ -105,10 +78,18 @@ export const handler = defineFunction(
       );
     }
     const from = query.cursor ? decodeCursor(query.type, query.cursor, "cursor") : null;
-    const { items, next } = await asUser(
-      sql,
-      caller,
-      (tx) => fullPage(tx, query, caller.id, from),
+    // A page tolerates replica lag; the caller's own writes are read-your-writes (the context).
+    const { items, next } = await read((db) =>
+      asUser(
+        db,
+        caller,
+        (tx) =>
+          fullPage(
+            (before, limit) => windowPage(tx, query, caller.id, before, limit),
+            query.limit,
+            from,
+          ),
+      )
     );
     return json(
       {

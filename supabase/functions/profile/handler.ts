@@ -101,10 +101,11 @@ export const handler = defineFunction(
     rateLimit: "general",
     body: ProfileUpdateRequest,
   },
-  async ({ req, caller, profile, body, sql, redis }) => {
+  async ({ req, caller, profile, body, sql, redis, wrote }) => {
     switch (req.method) {
       case "PATCH": {
         const updated = await updateSettings({ sql, redis }, caller, body.settings);
+        wrote();
         return json(profileResponse(updated, caller.email));
       }
       case "DELETE":

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { AnalysisItem, MessageItem, SyncQuery, type SyncResponse } from "../_shared/contracts.ts";
 import { decodeCursor, encodeCursor, type Position } from "../_shared/cursor.ts";
+import type { Caller } from "../_shared/auth.ts";
 import { asUser, jsonObjectSql, type Sql, type Tx } from "../_shared/db.ts";
 import { ApiError } from "../_shared/errors.ts";
 import { json } from "../_shared/http.ts";
@@ -159,42 +160,62 @@ async function readChanges(
 }
 
 export const handler = defineFunction(
-  { name: "sync", methods: ["GET"], auth: "user", rateLimit: "general", query: SyncQuery },
-  async ({ req, caller, query, sql: db }) => {
+  {
+    name: "sync",
+    methods: ["GET"],
+    auth: "user",
+    rateLimit: "general",
+    query: SyncQuery,
+    // The poll itself is not activity: the interval it answers must be able to back off.
+    activity: false,
+  },
+  async ({ req, caller, query, read }) => {
     const since = query.since ? decodeCursor("sync", query.since, "since") : null;
-    const state = await readState(db, caller.id);
-    if (!state) throw new ApiError("unauthorized", "this account no longer exists");
-
-    const profile = profileResponse(state.profile, caller.email);
-    const { usage } = state;
-    const etag = await etagOf([
-      caller.id,
-      query.since ?? null,
-      state.marker,
-      profile,
-      usage,
-      state.next_sync_in_s,
-    ]);
-    const headers = { etag, "cache-control": "private, no-cache" };
-    if (matches(req.headers.get("if-none-match"), etag)) {
-      return new Response(null, { status: 304, headers });
-    }
-
-    const changes = await asUser(
-      db,
-      caller,
-      (tx) => readChanges(tx, caller.id, since, state.member_since),
-    );
-    return json(
-      {
-        analyses: changes.analyses,
-        messages: changes.messages,
-        profile,
-        usage,
-        cursor: encodeCursor("sync", changes.cursor),
-        next_sync_in_s: changes.moreWaiting ? MORE_WAITING_S : state.next_sync_in_s,
-      } satisfies SyncResponse,
-      { headers },
-    );
+    // All of it from one read client, so that the ETag's marker and the rows agree: on the
+    // replica they lag together, and the caller's own writes are read from the primary.
+    return await read((db) => answer(db, req, caller, query.since ?? null, since));
   },
 );
+
+async function answer(
+  db: Sql,
+  req: Request,
+  caller: Extract<Caller, { kind: "user" }>,
+  sinceCursor: string | null,
+  since: Position | null,
+): Promise<Response> {
+  const state = await readState(db, caller.id);
+  if (!state) throw new ApiError("unauthorized", "this account no longer exists");
+
+  const profile = profileResponse(state.profile, caller.email);
+  const { usage } = state;
+  const etag = await etagOf([
+    caller.id,
+    sinceCursor,
+    state.marker,
+    profile,
+    usage,
+    state.next_sync_in_s,
+  ]);
+  const headers = { etag, "cache-control": "private, no-cache" };
+  if (matches(req.headers.get("if-none-match"), etag)) {
+    return new Response(null, { status: 304, headers });
+  }
+
+  const changes = await asUser(
+    db,
+    caller,
+    (tx) => readChanges(tx, caller.id, since, state.member_since),
+  );
+  return json(
+    {
+      analyses: changes.analyses,
+      messages: changes.messages,
+      profile,
+      usage,
+      cursor: encodeCursor("sync", changes.cursor),
+      next_sync_in_s: changes.moreWaiting ? MORE_WAITING_S : state.next_sync_in_s,
+    } satisfies SyncResponse,
+    { headers },
+  );
+}

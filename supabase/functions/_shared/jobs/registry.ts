@@ -2,6 +2,7 @@ import type { Config } from "../config.ts";
 import { analyzeInBackground } from "./ai-analyze.ts";
 import { forgetAiCache } from "./ai-cache-forget.ts";
 import { makeRecommendations } from "./ai-recommendations.ts";
+import { notifyAlert } from "./alert-notify.ts";
 import type { JobHandler } from "./job.ts";
 import { cleanUpExpiredData } from "./maintenance-cleanup.ts";
 import { readPushReceipts } from "./notify-receipts.ts";
@@ -27,6 +28,7 @@ export const JOB_HANDLERS: Readonly<Record<string, JobHandler>> = {
   "ai.recommendations": makeRecommendations,
   "notify.send": sendNotification,
   "notify.receipts": readPushReceipts,
+  "alert.notify": notifyAlert,
 };
 
 /**

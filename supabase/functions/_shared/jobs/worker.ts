@@ -1,4 +1,5 @@
 import type { ProcessJobsResponse } from "../contracts.ts";
+import { reportError } from "../error-tracking.ts";
 import { errorMessage, log } from "../log.ts";
 import { withTimeout } from "../timeout.ts";
 import type { JobContext, JobHandler } from "./job.ts";
@@ -62,6 +63,7 @@ export async function runJobs(
         max_attempts: job.max_attempts,
         error: message,
       });
+      reportError(error, { function: "process-jobs", job_type: job.type, job_id: job.id });
     }
   };
 
