@@ -16,6 +16,13 @@
 -- They read nothing, so signed-in users may call them too: my_statistics does, and functions
 -- in a view are called with its reader's privileges.
 --
+-- They have no SET search_path, unlike the rest of the schema, on purpose: a SET clause stops
+-- the planner from inlining a SQL function, and these run in the statement every metered request
+-- makes (as out-of-line calls, with the setting saved and restored each time, metering ran at
+-- about 70 % of a bare update instead of over 90 %). Nothing in them is looked up by name but
+-- pg_catalog's operators and public.usage_period_resets_at, written out in full, and they are
+-- SECURITY INVOKER, so the path of whoever calls them cannot lend them any privilege.
+--
 -- Re-runnable: every statement is idempotent.
 
 create or replace function public.usage_period_resets_at(p_period_start timestamptz)
@@ -23,7 +30,6 @@ create or replace function public.usage_period_resets_at(p_period_start timestam
   language sql
   immutable
   parallel safe
-  set search_path = ''
 as $$
   select (p_period_start at time zone 'UTC' + interval '1 month') at time zone 'UTC'
 $$;
@@ -37,7 +43,6 @@ create or replace function public.usage_period_start(p_period_start timestamptz,
   language sql
   immutable
   parallel safe
-  set search_path = ''
 as $$
   select case when public.usage_period_resets_at(p_period_start) <= p_now
               then pg_catalog.date_trunc('month', p_now at time zone 'UTC') at time zone 'UTC'
@@ -58,7 +63,6 @@ create or replace function public.usage_this_period(
   language sql
   immutable
   parallel safe
-  set search_path = ''
 as $$
   select case when public.usage_period_resets_at(p_period_start) <= p_now then 0 else p_usage_count end
 $$;
