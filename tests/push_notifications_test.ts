@@ -228,6 +228,24 @@ stackTest(
   },
 );
 
+stackTest(
+  "a background request whose Idempotency-Key is too long gets 400 naming it, uncharged",
+  async () => {
+    const { user } = await withDevice();
+
+    const { status, body } = await invoke(appClient(user.token, gateway.url), "analyze", {
+      body: backgroundRequest(),
+      headers: { "Idempotency-Key": "k".repeat(300) },
+    });
+
+    assert.equal(status, 400);
+    assert.equal(body.error.code, "validation_failed");
+    assert.equal(body.error.field, "Idempotency-Key");
+    assert.equal(await usedUnits(user.id), 0);
+    assert.equal((await analysisRows(user.id)).length, 0);
+  },
+);
+
 stackTest("a DeviceNotRegistered receipt removes that device", async () => {
   const { user, token } = await withDevice();
   await analyzeInBackground(user);

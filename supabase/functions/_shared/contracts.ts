@@ -351,6 +351,12 @@ export const AnalyzeInput = z.discriminatedUnion("kind", [
 ]);
 export type AnalyzeInput = z.infer<typeof AnalyzeInput>;
 
+/**
+ * The `Idempotency-Key` header of a background analysis: the same key answers with the same
+ * analysis instead of a second charge. It is stored with the job, so it is held to a length.
+ */
+export const IdempotencyKey = Text.min(1).max(128);
+
 export const AnalyzeRequest = z.strictObject({
   analysis_type: Text.min(1).max(64),
   input: AnalyzeInput,

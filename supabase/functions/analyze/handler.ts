@@ -15,8 +15,10 @@ import {
   AnalyzeRequest,
   type AnalyzeResponse,
   type DoneAnalysis,
+  IdempotencyKey,
 } from "../_shared/contracts.ts";
 import type { Sql } from "../_shared/db.ts";
+import { ApiError } from "../_shared/errors.ts";
 import { json } from "../_shared/http.ts";
 import { defineFunction } from "../_shared/pipeline.ts";
 import type { AnalyzeJobPayload } from "../_shared/jobs/ai-analyze.ts";
@@ -133,6 +135,12 @@ export const handler = defineFunction(
     { req, caller, profile: { plan }, body, config, requestId, sql: db, redis, signals, wrote },
   ) => {
     requireAi(config);
+    const idempotencyKey = req.headers.get("idempotency-key");
+    if (idempotencyKey !== null && !IdempotencyKey.safeParse(idempotencyKey).success) {
+      throw new ApiError("validation_failed", "Idempotency-Key: must be 1 to 128 characters", {
+        field: "Idempotency-Key",
+      });
+    }
     const model = config.OPENAI_MODEL;
     const ttl = config.AI_CACHE_TTL_SECONDS;
     const asked = normalised(body);
@@ -173,7 +181,7 @@ export const handler = defineFunction(
     const background = !cached &&
       (body.mode ?? (body.input.kind === "storage" ? "background" : "sync")) === "background";
     if (background) {
-      const jobKey = `ai.analyze:${caller.id}:${req.headers.get("idempotency-key") ?? requestId}`;
+      const jobKey = `ai.analyze:${caller.id}:${idempotencyKey ?? requestId}`;
       const [queued] = await db<{ analysis_id: string }[]>`
         select payload ->> 'analysis_id' as analysis_id
           from public.background_jobs where idempotency_key = ${jobKey}`;
