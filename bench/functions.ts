@@ -21,7 +21,7 @@ import {
   moduleGraph,
   packagesOnFirstUse,
 } from "./module-graph.ts";
-import { CONNECTIONS, resultRow, SECONDS } from "./support.ts";
+import { benchUsers, CONNECTIONS, resultRow, SECONDS } from "./support.ts";
 
 /**
  * The real functions, one by one:
@@ -345,27 +345,6 @@ interface LoadRuns {
   analysesStored: number;
 }
 
-async function benchUsers(sql: postgres.Sql): Promise<{ ids: string[]; tokens: string[] }> {
-  const key = await ensureSigningKey();
-  await sql`
-    insert into public.plans (id, name, monthly_quota, ai_per_minute, general_per_minute,
-                              upload_per_minute)
-    values (${PLAN}, 'Benchmark', 1000000000, 1000000000, 1000000000, 1000000000)
-    on conflict (id) do nothing`;
-  const ids: string[] = [];
-  const tokens: string[] = [];
-  for (let n = 0; n < USERS; n++) {
-    const email = emailOf(n);
-    const { id } = await ensureUser(sql, email);
-    ids.push(id);
-    tokens.push(
-      await signUserToken(key, { id, email }, { issuer: `${LOCAL_SUPABASE_URL}/auth/v1` }),
-    );
-  }
-  await sql`update public.profiles set plan_id = ${PLAN}, usage_count = 0 where id = any(${ids})`;
-  return { ids, tokens };
-}
-
 async function cleanUp(sql: postgres.Sql) {
   await sql`delete from auth.users where email like ${EMAIL_LIKE}`;
   await sql`delete from public.ai_response_cache where model = ${MODEL}`;
@@ -382,7 +361,7 @@ async function loadRuns(sql: postgres.Sql): Promise<LoadRuns> {
   try {
     // Users left by an interrupted run would carry profiles cached with another plan.
     await cleanUp(sql);
-    const { ids, tokens } = await benchUsers(sql);
+    const { ids, tokens } = await benchUsers(sql, PLAN, USERS, emailOf);
     const v8Flags = [Deno.env.get("DENO_V8_FLAGS"), "--trace-gc"].filter(Boolean).join(" ");
     gateway = await gatewayProcess(
       functionEnv({

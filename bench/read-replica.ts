@@ -1,10 +1,8 @@
 import postgres from "postgres";
-import { LOCAL_DB_URL, LOCAL_REPLICA_URL, LOCAL_SUPABASE_URL } from "../local/keys.ts";
-import { ensureSigningKey, signUserToken } from "../local/signing-key.ts";
-import { ensureUser } from "../local/users.ts";
+import { LOCAL_DB_URL, LOCAL_REPLICA_URL } from "../local/keys.ts";
 import { functionEnv, type GatewayProcess, gatewayProcess } from "./functions.ts";
 import { load, type LoadResult, rotatingTokensScript } from "./http-load.ts";
-import { CONNECTIONS, resultRow, SECONDS } from "./support.ts";
+import { benchUsers, CONNECTIONS, resultRow, SECONDS } from "./support.ts";
 
 /**
  * The reads that may go to a read replica (`history` pages and `sync`), under the same load
@@ -32,24 +30,9 @@ async function replicaAnswers(): Promise<boolean> {
   }
 }
 
-async function benchUsers(sql: postgres.Sql): Promise<string[]> {
-  const key = await ensureSigningKey();
-  await sql`
-    insert into public.plans (id, name, monthly_quota, ai_per_minute, general_per_minute,
-                              upload_per_minute)
-    values (${PLAN}, 'Benchmark', 1000000000, 1000000000, 1000000000, 1000000000)
-    on conflict (id) do nothing`;
-  const tokens: string[] = [];
-  const ids: string[] = [];
-  for (let n = 0; n < USERS; n++) {
-    const email = emailOf(n);
-    const { id } = await ensureUser(sql, email);
-    ids.push(id);
-    tokens.push(
-      await signUserToken(key, { id, email }, { issuer: `${LOCAL_SUPABASE_URL}/auth/v1` }),
-    );
-  }
-  await sql`update public.profiles set plan_id = ${PLAN} where id = any(${ids})`;
+/** The bench users, each with `ANALYSES_PER_USER` analyses to page through; their tokens. */
+async function usersWithHistory(sql: postgres.Sql): Promise<string[]> {
+  const { ids, tokens } = await benchUsers(sql, PLAN, USERS, emailOf);
   await sql`
     insert into public.analyses (user_id, created_at, analysis_type, input_kind, result, model)
     select u.id, now() - n * interval '1 hour', 'caption', 'text',
@@ -95,7 +78,7 @@ export async function readReplicaBench(): Promise<string> {
   const results: [string, Runs][] = [];
   try {
     await cleanUp(sql);
-    const tokens = await benchUsers(sql);
+    const tokens = await usersWithHistory(sql);
     const script = await rotatingTokensScript(tokens, "GET");
     for (
       const [reads, readUrl] of [["primary", ""], ["replica", LOCAL_REPLICA_URL]] as const

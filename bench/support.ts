@@ -1,3 +1,7 @@
+import type postgres from "postgres";
+import { LOCAL_SUPABASE_URL } from "../local/keys.ts";
+import { ensureSigningKey, signUserToken } from "../local/signing-key.ts";
+import { ensureUser } from "../local/users.ts";
 import { load, type LoadResult } from "./http-load.ts";
 
 /** What the benchmarks share: the load settings and the bare `Deno.serve` baseline. */
@@ -43,4 +47,34 @@ export function resultRow(name: string, r: LoadResult): string {
   return `| ${name} | ${r.requestsPerSecond.toFixed(0)} | ${r.p50Ms.toFixed(2)} | ${
     r.p99Ms.toFixed(2)
   } | ${r.non2xx} |`;
+}
+
+/**
+ * `count` users (emails from `emailOf`) on a plan `plan` whose limits never bind, with no usage
+ * yet, and a token for each: the callers of an HTTP benchmark.
+ */
+export async function benchUsers(
+  sql: postgres.Sql,
+  plan: string,
+  count: number,
+  emailOf: (n: number) => string,
+): Promise<{ ids: string[]; tokens: string[] }> {
+  const key = await ensureSigningKey();
+  await sql`
+    insert into public.plans (id, name, monthly_quota, ai_per_minute, general_per_minute,
+                              upload_per_minute)
+    values (${plan}, 'Benchmark', 1000000000, 1000000000, 1000000000, 1000000000)
+    on conflict (id) do nothing`;
+  const ids: string[] = [];
+  const tokens: string[] = [];
+  for (let n = 0; n < count; n++) {
+    const email = emailOf(n);
+    const { id } = await ensureUser(sql, email);
+    ids.push(id);
+    tokens.push(
+      await signUserToken(key, { id, email }, { issuer: `${LOCAL_SUPABASE_URL}/auth/v1` }),
+    );
+  }
+  await sql`update public.profiles set plan_id = ${plan}, usage_count = 0 where id = any(${ids})`;
+  return { ids, tokens };
 }
