@@ -31,13 +31,17 @@ export const DEV_PORTS = {
 /**
  * Where `deno task test` puts its stack unless told otherwise: a fixed range of its own, so the
  * test run starts beside a running `deno task dev` (Quick start command 2 beside command 1).
+ * Below 32768, out of Linux's ephemeral range: the thousands of client connections a test run
+ * opens take their local ports from that range, and one of them can hold a fixed port there
+ * just when a stack wants to listen on it. The tests' extra stacks use 26xxx and 28xxx for the
+ * same reason.
  */
 export const TEST_PORTS: Record<keyof typeof DEV_PORTS, number> = {
-  LOCAL_GATEWAY_PORT: 55421,
-  LOCAL_DB_PORT: 55422,
-  LOCAL_BRIDGE_PORT: 55479,
-  LOCAL_REDIS_PORT: 55480,
-  LOCAL_REPLICA_PORT: 55432,
+  LOCAL_GATEWAY_PORT: 25421,
+  LOCAL_DB_PORT: 25422,
+  LOCAL_BRIDGE_PORT: 25479,
+  LOCAL_REDIS_PORT: 25480,
+  LOCAL_REPLICA_PORT: 25432,
 };
 
 const port = (variable: keyof typeof DEV_PORTS) =>

@@ -14,14 +14,14 @@ const STACK = new URL("../local/stack.ts", import.meta.url).pathname;
 const ROOT = new URL("..", import.meta.url).pathname;
 
 /** The Ctrl-C test's foreground stack (local_stack_test.ts). */
-const CTRL_C_PORTS = [56421, 56422, 58579, 56480];
+const CTRL_C_PORTS = [26421, 26422, 28579, 26480];
 
 /** A developer's stack with moved ports: the default ones may be taken on a shared machine. */
 const DEV_STACK_PORTS = {
-  LOCAL_GATEWAY_PORT: "56521",
-  LOCAL_DB_PORT: "56522",
-  LOCAL_BRIDGE_PORT: "58679",
-  LOCAL_REDIS_PORT: "56580",
+  LOCAL_GATEWAY_PORT: "26521",
+  LOCAL_DB_PORT: "26522",
+  LOCAL_BRIDGE_PORT: "28679",
+  LOCAL_REDIS_PORT: "26580",
 };
 
 Deno.test("the test run takes its own fixed ports and state folder unless told otherwise", () => {

@@ -103,10 +103,10 @@ stackTest("the gateway restarts a function when its file changes", async () => {
 
 stackTest("Ctrl-C stops everything the foreground stack started", async () => {
   const ports = {
-    LOCAL_GATEWAY_PORT: "56421",
-    LOCAL_DB_PORT: "56422",
-    LOCAL_BRIDGE_PORT: "58579",
-    LOCAL_REDIS_PORT: "56480",
+    LOCAL_GATEWAY_PORT: "26421",
+    LOCAL_DB_PORT: "26422",
+    LOCAL_BRIDGE_PORT: "28579",
+    LOCAL_REDIS_PORT: "26480",
   };
   const stateDir = await Deno.makeTempDir({ prefix: "stack-ctrl-c-" });
   const child = new Deno.Command(Deno.execPath(), {
@@ -141,7 +141,7 @@ stackTest("Ctrl-C stops everything the foreground stack started", async () => {
     for (const port of Object.values(ports)) {
       assert.equal(portInUse(Number(port)), false, `port ${port} is still taken`);
     }
-    assert.equal(await new LocalPostgres(stateDir, 56422).running(), false);
+    assert.equal(await new LocalPostgres(stateDir, 26422).running(), false);
   } finally {
     try {
       child.kill("SIGKILL");

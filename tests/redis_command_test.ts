@@ -11,7 +11,7 @@ import { portInUse, waitFor } from "../local/process.ts";
 const STACK = new URL("../local/stack.ts", import.meta.url).pathname;
 
 /** Apart from the test run's, the dev stack's and the other tests' stacks. */
-const PORTS = { LOCAL_BRIDGE_PORT: "58979", LOCAL_REDIS_PORT: "56880" };
+const PORTS = { LOCAL_BRIDGE_PORT: "28979", LOCAL_REDIS_PORT: "26880" };
 
 Deno.test({
   name: "deno task redis serves the Upstash REST protocol on Redis until Ctrl-C stops both",
@@ -53,7 +53,7 @@ Deno.test({
 
       child.kill("SIGINT");
       assert.equal((await child.status).code, 0, await errors);
-      assert.match(await output, /host\.docker\.internal:58979/);
+      assert.match(await output, /host\.docker\.internal:28979/);
       for (const port of Object.values(PORTS)) {
         assert.equal(portInUse(Number(port)), false, `port ${port} is still taken`);
       }

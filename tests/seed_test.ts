@@ -13,10 +13,10 @@ const STACK = new URL("../local/stack.ts", import.meta.url).pathname;
 
 /** A stack of its own, on ports apart from the test run's, the dev stack's and other tests'. */
 const PORTS = {
-  LOCAL_GATEWAY_PORT: "56621",
-  LOCAL_DB_PORT: "56622",
-  LOCAL_BRIDGE_PORT: "58779",
-  LOCAL_REDIS_PORT: "56680",
+  LOCAL_GATEWAY_PORT: "26621",
+  LOCAL_DB_PORT: "26622",
+  LOCAL_BRIDGE_PORT: "28779",
+  LOCAL_REDIS_PORT: "26680",
 };
 
 const DEMO_USERS = {
