@@ -36,12 +36,16 @@ function replicaGateway() {
   });
 }
 
-/** Waits until the replica has replayed everything the primary has written so far. */
+/**
+ * Waits until the replica has replayed everything the primary has written so far: up to the
+ * insert position, not the write position, because the local cluster commits asynchronously
+ * and a commit record may not have reached the write position yet.
+ */
 async function caughtUp() {
   const primary = database();
   const replica = replicaDatabase();
   try {
-    const [{ lsn }] = await primary`select pg_current_wal_lsn()::text as lsn`;
+    const [{ lsn }] = await primary`select pg_current_wal_insert_lsn()::text as lsn`;
     await waitFor("the replica to catch up", async () => {
       const [row] = await replica`
         select pg_last_wal_replay_lsn() >= ${lsn}::pg_lsn as done`;
