@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 
-select plan(7);
+select plan(9);
 
 insert into auth.users (id, email) values
   ('d0000000-0000-4000-8000-00000000000a', 'dev-a@example.test'),
@@ -41,6 +41,12 @@ select is((select count(*)::int from public.devices where user_id = 'd0000000-00
   'deleting the account removes its devices');
 select is((select count(*)::int from public.push_notifications where user_id = 'd0000000-0000-4000-8000-00000000000a'), 0,
   'and its notification records');
+
+select public.enqueue_push_receipts() as receipts_job \gset
+select is((select type from public.background_jobs where id = :receipts_job), 'notify.receipts',
+  'the receipts tick queues a notify.receipts job');
+select is(public.enqueue_push_receipts(), public.enqueue_push_receipts(),
+  'two receipts ticks in the same minute queue one job');
 
 select * from finish();
 rollback;
