@@ -10,8 +10,11 @@
 
 export const FUNCTIONS_DIR = new URL("../supabase/functions/", import.meta.url).pathname;
 
-/** The shared pipeline's own: Postgres, Upstash, the rate limiter, JWT checks and schemas. */
-const PIPELINE = ["@upstash/ratelimit", "@upstash/redis", "jose", "postgres", "zod"];
+/** The shared pipeline's own at boot: Upstash, the rate limiter, JWT checks and schemas. */
+const PIPELINE = ["@upstash/ratelimit", "@upstash/redis", "jose", "zod"];
+
+/** postgres.js (`_shared/db.ts`): loaded on the first statement, which a cached GET never makes. */
+const DATABASE = "postgres";
 
 /** Error tracking (`_shared/error-tracking.ts`): loaded on the first report, only with a DSN. */
 const ERROR_TRACKING = "@sentry/deno";
@@ -23,24 +26,34 @@ export interface ExpectedPackages {
 }
 
 export const EXPECTED_PACKAGES: Readonly<Record<string, ExpectedPackages>> = {
-  health: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING] },
-  profile: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING] },
-  usage: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING] },
-  history: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING] },
-  sync: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING] },
-  activities: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING] },
-  statistics: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING] },
-  analyze: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING, "openai", "@supabase/supabase-js"] },
-  chat: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING, "openai"] },
-  billing: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING, "stripe"] },
-  "stripe-webhook": { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING, "stripe"] },
+  health: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
+  profile: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
+  usage: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
+  history: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
+  sync: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
+  activities: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
+  statistics: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
+  analyze: {
+    atBoot: PIPELINE,
+    onFirstUse: [DATABASE, ERROR_TRACKING, "openai", "@supabase/supabase-js"],
+  },
+  chat: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING, "openai"] },
+  billing: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING, "stripe"] },
+  "stripe-webhook": { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING, "stripe"] },
   "process-jobs": {
     atBoot: PIPELINE,
-    onFirstUse: [ERROR_TRACKING, "stripe", "@supabase/supabase-js", "openai", "expo-server-sdk"],
+    onFirstUse: [
+      DATABASE,
+      ERROR_TRACKING,
+      "stripe",
+      "@supabase/supabase-js",
+      "openai",
+      "expo-server-sdk",
+    ],
   },
-  devices: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING, "expo-server-sdk"] },
-  recommendations: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING] },
-  uploads: { atBoot: PIPELINE, onFirstUse: [ERROR_TRACKING, "@supabase/supabase-js"] },
+  devices: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING, "expo-server-sdk"] },
+  recommendations: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
+  uploads: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING, "@supabase/supabase-js"] },
 };
 
 export interface GraphPart {

@@ -1,4 +1,4 @@
-import postgres from "postgres";
+import type postgres from "postgres";
 import type { z } from "zod";
 import type { Caller } from "./auth.ts";
 import { config } from "./config.ts";
@@ -6,10 +6,79 @@ import { config } from "./config.ts";
 export type Sql = postgres.Sql;
 export type Tx = postgres.TransactionSql;
 
+type Driver = typeof postgres;
+let driver: Promise<Driver> | undefined;
+
+/**
+ * postgres.js is imported on the first statement, not when the function boots: a warm cached GET
+ * makes none, and the driver (with the node:net, node:tls and node:crypto it loads) is about a
+ * fifth of a fresh process's first response on that path.
+ */
+const loadDriver = () => driver ??= import("postgres").then((module) => module.default);
+
+/**
+ * A query, fragment or parameter made before the driver was loaded: made again on the real client
+ * when awaited (a query) or when a statement that embeds it runs (a fragment, a parameter).
+ * postgres.js queries are lazy too, so waiting for the driver changes no order of execution.
+ */
+class Deferred implements PromiseLike<unknown> {
+  constructor(
+    private readonly client: () => Promise<Sql>,
+    readonly make: (real: Sql) => unknown,
+  ) {}
+
+  then<T = unknown, E = never>(
+    fulfilled?: ((value: unknown) => T | PromiseLike<T>) | null,
+    rejected?: ((reason: unknown) => E | PromiseLike<E>) | null,
+  ): Promise<T | E> {
+    return this.client().then((real) => this.make(real)).then(fulfilled, rejected);
+  }
+
+  catch<E = never>(rejected: (reason: unknown) => E | PromiseLike<E>): Promise<unknown> {
+    return this.then(undefined, rejected);
+  }
+
+  finally(done: () => void): Promise<unknown> {
+    return this.then().finally(done);
+  }
+}
+
+const onReal = (real: Sql, values: unknown[]) =>
+  values.map((value) => value instanceof Deferred ? value.make(real) : value);
+
+/**
+ * A client whose driver loads on its first statement. It offers what this codebase uses of
+ * postgres.js: tagged queries and helpers (`sql\`...\``, `sql(rows)`), `unsafe`, `json`, `begin`
+ * and `end`; a transaction's `tx` is postgres.js's own.
+ */
+function lazyClient(connect: (driver: Driver) => Sql): Sql {
+  let real: Sql | undefined;
+  let connecting: Promise<Sql> | undefined;
+  const ready = () => connecting ??= loadDriver().then((load) => real = connect(load));
+  const later = (make: (real: Sql) => unknown) => new Deferred(ready, make);
+  const query = (first: unknown, ...rest: unknown[]) => {
+    const make = (on: Sql) => (on as (...args: unknown[]) => unknown)(first, ...onReal(on, rest));
+    return real ? make(real) : later(make);
+  };
+  return Object.assign(query, {
+    unsafe: (text: string, parameters?: unknown[]) => {
+      const make = (on: Sql) => on.unsafe(text, parameters as postgres.ParameterOrJSON<never>[]);
+      return real ? make(real) : later(make);
+    },
+    json: (value: unknown) =>
+      real ? real.json(value as never) : later((on) => on.json(value as never)),
+    begin: (...args: unknown[]) =>
+      ready().then((on) => (on.begin as (...args: unknown[]) => unknown)(...args)),
+    end: (options?: { timeout?: number }) =>
+      connecting ? connecting.then((on) => on.end(options)) : Promise.resolve(),
+  }) as unknown as Sql;
+}
+
 /**
  * Builds a client that is safe behind Supabase's transaction pooler: no prepared statements
  * (a pooled server connection may not hold them on the next transaction) and a small pool,
- * because every isolate opens its own.
+ * because every isolate opens its own. No connection is opened, nor the driver loaded, before the
+ * first statement.
  */
 export function createSql(url: string, options: {
   max: number;
@@ -17,18 +86,20 @@ export function createSql(url: string, options: {
   statementTimeoutMs: number;
   applicationName?: string;
 }): Sql {
-  return postgres(url, {
-    prepare: false,
-    max: options.max,
-    connect_timeout: Math.ceil(options.connectTimeoutMs / 1000),
-    idle_timeout: 20,
-    max_lifetime: 60 * 30,
-    connection: {
-      statement_timeout: options.statementTimeoutMs,
-      application_name: options.applicationName ?? "edge-function",
-    },
-    onnotice: () => {},
-  });
+  return lazyClient((postgres) =>
+    postgres(url, {
+      prepare: false,
+      max: options.max,
+      connect_timeout: Math.ceil(options.connectTimeoutMs / 1000),
+      idle_timeout: 20,
+      max_lifetime: 60 * 30,
+      connection: {
+        statement_timeout: options.statementTimeoutMs,
+        application_name: options.applicationName ?? "edge-function",
+      },
+      onnotice: () => {},
+    })
+  );
 }
 
 /**
@@ -104,7 +175,16 @@ const UNREACHABLE = new Set([
 ]);
 
 export function isDatabaseUnreachable(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === "string" &&
+  const code = errorCode(error);
+  return code !== undefined &&
     (UNREACHABLE.has(code) || code.startsWith("08") || code.startsWith("57P"));
+}
+
+/**
+ * The SQLSTATE of an error Postgres raised (or postgres.js's code of a connection failure), read
+ * from the error rather than by `instanceof`, which would need the driver loaded.
+ */
+export function errorCode(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" ? code : undefined;
 }

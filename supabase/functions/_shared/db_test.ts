@@ -30,3 +30,38 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a client runs fragments, parameters and rows made before its driver loaded",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    // In a process of its own, so that no other test has loaded postgres.js already.
+    const script = `
+      import { createSql } from ${JSON.stringify(new URL("./db.ts", import.meta.url).href)};
+      const sql = createSql(${JSON.stringify(url)}, {
+        max: 1, connectTimeoutMs: 5000, statementTimeoutMs: 5000,
+      });
+      const columns = sql.unsafe("n, label");
+      const parameter = sql.json([{ n: 1, label: "one" }]);
+      const rows = sql([{ n: 4 }]);
+      await sql\`create temp table lazy_probe (n int)\`;
+      await sql\`insert into lazy_probe \${rows}\`;
+      const [row] = await sql\`
+        select \${columns} from jsonb_to_recordset(\${parameter}) as r(n int, label text)\`;
+      const [{ inside }] = await sql.begin((tx) => tx\`select n as inside from lazy_probe\`);
+      console.log(JSON.stringify({ row, inside }));
+      await sql.end();
+    `;
+    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--ext=ts", script],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(stdout)), {
+      row: { n: 1, label: "one" },
+      inside: 4,
+    });
+  },
+});

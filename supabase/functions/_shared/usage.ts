@@ -1,7 +1,6 @@
-import postgres from "postgres";
 import { z } from "zod";
 import { Usage } from "./contracts.ts";
-import type { Sql } from "./db.ts";
+import { errorCode, type Sql } from "./db.ts";
 import { ApiError } from "./errors.ts";
 import { errorMessage, log } from "./log.ts";
 
@@ -152,7 +151,7 @@ export async function currentUsage(sql: Sql, userId: string): Promise<Usage> {
 
 /** The metering functions' "no profile for user" (P0002) is an account deleted meanwhile. */
 function accountGone(error: unknown): unknown {
-  if (error instanceof postgres.PostgresError && error.code === "P0002") {
+  if (errorCode(error) === "P0002") {
     return new ApiError("unauthorized", "this account no longer exists");
   }
   return error;
