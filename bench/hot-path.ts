@@ -8,14 +8,13 @@ import {
   LOCAL_UPSTASH_URL,
 } from "../local/keys.ts";
 import { run } from "../local/process.ts";
-import { ensureSigningKey, publicJwks, signUserToken } from "../local/signing-key.ts";
+import { ensureSigningKey, publicJwks } from "../local/signing-key.ts";
 import { LOCAL_FUNCTION_ENV } from "../local/stack.ts";
-import { ensureUser } from "../local/users.ts";
 import { KEY as SKELETON_KEY } from "./fixtures/skeleton.ts";
 import { type Frame, profileUnderLoad } from "./cpu-profile.ts";
 import { load, type LoadResult, rotatingTokensScript } from "./http-load.ts";
 import { cpuSeconds, perRequest } from "./process-cpu.ts";
-import { CONNECTIONS, loadBare, resultRow, SECONDS } from "./support.ts";
+import { benchUsers, CONNECTIONS, loadBare, resultRow, SECONDS } from "./support.ts";
 
 /**
  * The hot path every authenticated request pays (JWT check, profile cache, rate limit, and for a
@@ -177,27 +176,13 @@ async function startGateways(jwks: { keys: unknown[] }): Promise<Gateways> {
 
 export async function hotPathBench(): Promise<string> {
   const sql = postgres(LOCAL_DB_URL, { max: 2, onnotice: () => {} });
-  const key = await ensureSigningKey();
-  const gateways = await startGateways(publicJwks(key));
-  const ids: string[] = [];
+  const gateways = await startGateways(publicJwks(await ensureSigningKey()));
+  let ids: string[] = [];
   const scripts: string[] = [];
   try {
-    await sql`
-      insert into public.plans (id, name, monthly_quota, ai_per_minute, general_per_minute,
-                                upload_per_minute)
-      values ('bench', 'Benchmark', 1000000000, 1000000000, 1000000000, 1000000000)
-      on conflict (id) do nothing`;
-    const tokens: string[] = [];
-    for (let i = 0; i < USERS; i++) {
-      const email = `bench-${i}@bench.invalid`;
-      const { id } = await ensureUser(sql, email);
-      ids.push(id);
-      tokens.push(
-        await signUserToken(key, { id, email }, { issuer: `${LOCAL_SUPABASE_URL}/auth/v1` }),
-      );
-    }
-    await sql`update public.profiles set plan_id = 'bench', usage_count = 0
-               where id = any(${ids})`;
+    const users = await benchUsers(sql, "bench", USERS, (n) => `bench-${n}@bench.invalid`);
+    ids = users.ids;
+    const tokens = users.tokens;
 
     const getScript = await rotatingTokensScript(tokens, "GET");
     const postScript = await rotatingTokensScript(tokens, "POST", "{}");
