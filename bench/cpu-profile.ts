@@ -15,6 +15,7 @@ const SAMPLING_INTERVAL_US = 100;
 interface ProfileNode {
   id: number;
   callFrame: { functionName: string; url: string; lineNumber: number };
+  children?: number[];
 }
 
 interface CpuProfile {
@@ -83,20 +84,36 @@ async function inspector(url: string) {
 }
 
 /**
- * Work the inspector adds only because it is attached: the protocol events it emits (Deno reports
- * every fetch to it). Left out, as a process without a profiler never does it.
+ * Work the inspector adds only because it is attached: the protocol events it emits, and the copy
+ * of every fetch response body it reads (Deno tees each body for the inspector's network view, so
+ * the reads of the tee's branches, under `pull1Algorithm`/`pull2Algorithm`, are its own; nothing
+ * in the functions tees a stream). Left out, as a process without a profiler never does it.
  */
+const TEE_PULLS = new Set(["pull1Algorithm", "pull2Algorithm", "drainResponseForInspector"]);
+
 function isProfilersOwn(functionName: string, url: string): boolean {
-  return functionName.startsWith("op_inspector_") || url.includes("inspector_network_bridge");
+  return functionName.startsWith("op_inspector_") || url.includes("inspector_network_bridge") ||
+    TEE_PULLS.has(functionName);
 }
 
 function topFrames(profile: CpuProfile, count: number): Frame[] {
   const nodes = new Map(profile.nodes.map((node) => [node.id, node]));
+  const parents = new Map<number, number>();
+  for (const node of profile.nodes) {
+    for (const child of node.children ?? []) parents.set(child, node.id);
+  }
+  const profilersOwn = (id: number): boolean => {
+    for (let at: number | undefined = id; at !== undefined; at = parents.get(at)) {
+      const { functionName, url } = nodes.get(at)!.callFrame;
+      if (isProfilersOwn(functionName, url)) return true;
+    }
+    return false;
+  };
   const selfUs = new Map<string, { name: string; where: string; us: number }>();
   let busy = 0;
   profile.samples.forEach((id, i) => {
     const { functionName, url, lineNumber } = nodes.get(id)!.callFrame;
-    if (functionName === "(idle)" || isProfilersOwn(functionName, url)) return;
+    if (functionName === "(idle)" || profilersOwn(id)) return;
     const us = profile.timeDeltas[i] ?? 0;
     busy += us;
     const file = url.replace(/^.*\/(node_modules|npm\/registry\.npmjs\.org)\//, "npm:")
