@@ -14,7 +14,13 @@ let driver: Promise<Driver> | undefined;
  * makes none, and the driver (with the node:net, node:tls and node:crypto it loads) is about a
  * fifth of a fresh process's first response on that path.
  */
-const loadDriver = () => driver ??= import("postgres").then((module) => module.default);
+function loadDriver(): Promise<Driver> {
+  driver ??= import("postgres").then((module) => module.default).catch((error) => {
+    driver = undefined;
+    throw error;
+  });
+  return driver;
+}
 
 /**
  * A query, fragment or parameter made before the driver was loaded: made again on the real client
@@ -22,6 +28,9 @@ const loadDriver = () => driver ??= import("postgres").then((module) => module.d
  * postgres.js queries are lazy too, so waiting for the driver changes no order of execution.
  */
 class Deferred implements PromiseLike<unknown> {
+  /** The statement's run: one, however many times it is awaited, as with postgres.js. */
+  private run: Promise<unknown> | undefined;
+
   constructor(
     private readonly client: () => Promise<Sql>,
     readonly make: (real: Sql) => unknown,
@@ -31,7 +40,8 @@ class Deferred implements PromiseLike<unknown> {
     fulfilled?: ((value: unknown) => T | PromiseLike<T>) | null,
     rejected?: ((reason: unknown) => E | PromiseLike<E>) | null,
   ): Promise<T | E> {
-    return this.client().then((real) => this.make(real)).then(fulfilled, rejected);
+    this.run ??= this.client().then((real) => this.make(real));
+    return this.run.then(fulfilled, rejected);
   }
 
   catch<E = never>(rejected: (reason: unknown) => E | PromiseLike<E>): Promise<unknown> {
@@ -54,7 +64,11 @@ const onReal = (real: Sql, values: unknown[]) =>
 function lazyClient(connect: (driver: Driver) => Sql): Sql {
   let real: Sql | undefined;
   let connecting: Promise<Sql> | undefined;
-  const ready = () => connecting ??= loadDriver().then((load) => real = connect(load));
+  const ready = () =>
+    connecting ??= loadDriver().then((load) => real = connect(load)).catch((error) => {
+      connecting = undefined;
+      throw error;
+    });
   const later = (make: (real: Sql) => unknown) => new Deferred(ready, make);
   const query = (first: unknown, ...rest: unknown[]) => {
     const make = (on: Sql) => (on as (...args: unknown[]) => unknown)(first, ...onReal(on, rest));

@@ -32,7 +32,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a client runs fragments, parameters and rows made before its driver loaded",
+  name:
+    "a client runs fragments, parameters, rows and queries made before its driver loaded, each query once",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -45,12 +46,16 @@ Deno.test({
       const columns = sql.unsafe("n, label");
       const parameter = sql.json([{ n: 1, label: "one" }]);
       const rows = sql([{ n: 4 }]);
+      const once = sql\`insert into lazy_probe values (5)\`;
       await sql\`create temp table lazy_probe (n int)\`;
       await sql\`insert into lazy_probe \${rows}\`;
+      await once;
+      await once;
+      const [{ fives }] = await sql\`select count(*)::int as fives from lazy_probe where n = 5\`;
       const [row] = await sql\`
         select \${columns} from jsonb_to_recordset(\${parameter}) as r(n int, label text)\`;
       const [{ inside }] = await sql.begin((tx) => tx\`select n as inside from lazy_probe\`);
-      console.log(JSON.stringify({ row, inside }));
+      console.log(JSON.stringify({ row, inside, fives }));
       await sql.end();
     `;
     const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
@@ -62,6 +67,7 @@ Deno.test({
     assert.deepEqual(JSON.parse(new TextDecoder().decode(stdout)), {
       row: { n: 1, label: "one" },
       inside: 4,
+      fives: 1,
     });
   },
 });
