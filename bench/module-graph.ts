@@ -1,8 +1,10 @@
 /**
- * What each function loads, from `deno info --json` of its `index.ts`: the modules imported
- * statically (loaded when the function boots) and those reached only through a dynamic
- * `import()` (loaded on first use), the npm packages among them, and their size. npm packages are
- * sized as `deno info` sizes them: the package folder, with the packages it depends on.
+ * What each function loads, from `deno info --json` of its `index.ts`, in three stages: the
+ * modules imported statically (loaded when the function boots, enough for a CORS preflight),
+ * those its handler module adds (loaded by `serve` on the first other request), and those
+ * reached only through a dynamic `import()` of an npm package (loaded on first use); the npm
+ * packages among them, and their size. npm packages are sized as `deno info` sizes them: the
+ * package folder, with the packages it depends on.
  *
  * `EXPECTED_PACKAGES` is the npm packages each function is meant to import; the benchmark and
  * tests/module_graph_test.ts hold every function to it.
@@ -10,7 +12,7 @@
 
 export const FUNCTIONS_DIR = new URL("../supabase/functions/", import.meta.url).pathname;
 
-/** The shared pipeline's own at boot: Upstash, the rate limiter, JWT checks and schemas. */
+/** The shared pipeline's own, loaded with the handler: Upstash, the rate limiter, JWT checks and schemas. */
 const PIPELINE = ["@upstash/ratelimit", "@upstash/redis", "jose", "zod"];
 
 /** postgres.js (`_shared/db.ts`): loaded on the first statement, which a cached GET never makes. */
@@ -20,28 +22,29 @@ const DATABASE = "postgres";
 const ERROR_TRACKING = "@sentry/deno";
 
 export interface ExpectedPackages {
-  atBoot: string[];
+  /** Loaded with the handler module, on the first request that is not a preflight. */
+  withHandler: string[];
   /** Large SDKs only some requests need, so they must be imported on first use, not at boot. */
   onFirstUse: string[];
 }
 
 export const EXPECTED_PACKAGES: Readonly<Record<string, ExpectedPackages>> = {
-  health: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
-  profile: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
-  usage: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
-  history: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
-  sync: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
-  activities: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
-  statistics: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
+  health: { withHandler: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
+  profile: { withHandler: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
+  usage: { withHandler: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
+  history: { withHandler: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
+  sync: { withHandler: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
+  activities: { withHandler: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
+  statistics: { withHandler: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
   analyze: {
-    atBoot: PIPELINE,
+    withHandler: PIPELINE,
     onFirstUse: [DATABASE, ERROR_TRACKING, "openai", "@supabase/supabase-js"],
   },
-  chat: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING, "openai"] },
-  billing: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING, "stripe"] },
-  "stripe-webhook": { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING, "stripe"] },
+  chat: { withHandler: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING, "openai"] },
+  billing: { withHandler: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING, "stripe"] },
+  "stripe-webhook": { withHandler: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING, "stripe"] },
   "process-jobs": {
-    atBoot: PIPELINE,
+    withHandler: PIPELINE,
     onFirstUse: [
       DATABASE,
       ERROR_TRACKING,
@@ -51,9 +54,12 @@ export const EXPECTED_PACKAGES: Readonly<Record<string, ExpectedPackages>> = {
       "expo-server-sdk",
     ],
   },
-  devices: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING, "expo-server-sdk"] },
-  recommendations: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
-  uploads: { atBoot: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING, "@supabase/supabase-js"] },
+  devices: { withHandler: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING, "expo-server-sdk"] },
+  recommendations: { withHandler: PIPELINE, onFirstUse: [DATABASE, ERROR_TRACKING] },
+  uploads: {
+    withHandler: PIPELINE,
+    onFirstUse: [DATABASE, ERROR_TRACKING, "@supabase/supabase-js"],
+  },
 };
 
 export interface GraphPart {
@@ -70,6 +76,8 @@ export interface GraphPart {
 export interface ModuleGraph {
   /** What is loaded when the function boots: static imports only. */
   boot: GraphPart;
+  /** What the first request that is not a preflight loads: the handler module, statically. */
+  handler: GraphPart;
   /** Everything it may load, dynamic imports included. */
   full: GraphPart;
 }
@@ -133,7 +141,10 @@ function packageSize(pkg: InfoPackage): Promise<number> {
   return size;
 }
 
-async function part(info: Info, followDynamic: boolean): Promise<GraphPart> {
+/** Which dynamic imports a part follows: none, those of local modules (the handler), or all. */
+type Follow = "static" | "local" | "all";
+
+async function part(info: Info, follow: Follow): Promise<GraphPart> {
   const modules = new Map(info.modules.map((m) => [m.specifier, m]));
   const seen = new Set<string>();
   const pending = [...info.roots];
@@ -147,7 +158,9 @@ async function part(info: Info, followDynamic: boolean): Promise<GraphPart> {
     if (module?.npmPackage) packages.add(module.npmPackage);
     for (const dependency of module?.dependencies ?? []) {
       // Type-only imports have no `code`: they are erased and never loaded.
-      if (!dependency.code || (dependency.isDynamic && !followDynamic)) continue;
+      if (!dependency.code) continue;
+      const local = dependency.code.specifier.startsWith("file:");
+      if (dependency.isDynamic && !(follow === "all" || (follow === "local" && local))) continue;
       pending.push(dependency.code.specifier);
     }
   }
@@ -189,10 +202,14 @@ export async function moduleGraph(entry: string): Promise<ModuleGraph> {
     throw new Error(`deno info ${entry} failed: ${new TextDecoder().decode(output.stderr)}`);
   }
   const info: Info = JSON.parse(new TextDecoder().decode(output.stdout));
-  return { boot: await part(info, false), full: await part(info, true) };
+  return {
+    boot: await part(info, "static"),
+    handler: await part(info, "local"),
+    full: await part(info, "all"),
+  };
 }
 
-/** The packages a function loads on first use only: in its full graph, not in its boot graph. */
+/** The packages a function loads on first use only: in its full graph, not with its handler. */
 export function packagesOnFirstUse(graph: ModuleGraph): string[] {
-  return graph.full.packages.filter((name) => !graph.boot.packages.includes(name));
+  return graph.full.packages.filter((name) => !graph.handler.packages.includes(name));
 }

@@ -5,7 +5,8 @@ import {
   createAuthVerifier,
 } from "../supabase/functions/_shared/auth.ts";
 import { ApiError } from "../supabase/functions/_shared/errors.ts";
-import { errorResponse, json, requestIdOf } from "../supabase/functions/_shared/http.ts";
+import { requestIdOf } from "../supabase/functions/_shared/common-headers.ts";
+import { errorResponse, json } from "../supabase/functions/_shared/http.ts";
 import { LISTENING_MARKER } from "./function-worker.ts";
 import type { StorageServer } from "./storage-server.ts";
 

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { originList } from "./cors.ts";
 
 /**
  * Every setting the functions read, validated once. Reading is lazy so that a bad value fails the
@@ -9,10 +10,6 @@ import { z } from "zod";
 const postgresUrl = z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL");
 
 const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
-
-const commaList = z.string().transform((value) =>
-  value.split(",").map((item) => item.trim()).filter((item) => item.length > 0)
-);
 
 const ConfigSchema = z.object({
   SUPABASE_URL: z.url(),
@@ -28,7 +25,7 @@ const ConfigSchema = z.object({
   UPSTASH_REDIS_REST_URL: z.url(),
   UPSTASH_REDIS_REST_TOKEN: z.string().min(1),
   /** Origins allowed by CORS; `*` allows any origin and must be set explicitly. */
-  ALLOWED_ORIGINS: commaList.default([]),
+  ALLOWED_ORIGINS: z.string().transform(originList).default([]),
   DB_POOL_MAX: positiveInt(3),
   DB_CONNECT_TIMEOUT_MS: positiveInt(5_000),
   DB_STATEMENT_TIMEOUT_MS: positiveInt(5_000),

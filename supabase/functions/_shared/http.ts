@@ -2,14 +2,6 @@ import { ApiError } from "./errors.ts";
 
 export type Method = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
 
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-
-/** Keeps the caller's `x-request-id` when it is a sane identifier, so traces join up. */
-export function requestIdOf(req: Request): string {
-  const given = req.headers.get("x-request-id");
-  return given && REQUEST_ID.test(given) ? given : crypto.randomUUID();
-}
-
 export function json(body: unknown, init: ResponseInit = {}): Response {
   const headers = new Headers(init.headers);
   headers.set("content-type", "application/json; charset=utf-8");
@@ -25,33 +17,6 @@ export function errorEnvelope(error: ApiError, requestId: string) {
 
 export function errorResponse(error: ApiError, requestId: string): Response {
   return json(errorEnvelope(error, requestId), { status: error.status, headers: error.headers });
-}
-
-const ALLOWED_HEADERS =
-  "authorization, apikey, content-type, x-client-info, x-request-id, if-none-match";
-const EXPOSED_HEADERS =
-  "x-request-id, retry-after, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, etag";
-
-/**
- * CORS headers for one response. Browsers (Expo web) need them; native apps ignore them. An
- * origin gets through only when listed, or when `*` was configured on purpose.
- */
-export function corsHeaders(
-  req: Request,
-  allowedOrigins: readonly string[],
-  methods: readonly Method[],
-): Headers {
-  const headers = new Headers({ vary: "Origin" });
-  const origin = req.headers.get("origin");
-  if (!origin) return headers;
-  const allowed = allowedOrigins.includes("*") || allowedOrigins.includes(origin);
-  if (!allowed) return headers;
-  headers.set("access-control-allow-origin", allowedOrigins.includes("*") ? "*" : origin);
-  headers.set("access-control-allow-methods", [...methods, "OPTIONS"].join(", "));
-  headers.set("access-control-allow-headers", ALLOWED_HEADERS);
-  headers.set("access-control-expose-headers", EXPOSED_HEADERS);
-  headers.set("access-control-max-age", "86400");
-  return headers;
 }
 
 /**

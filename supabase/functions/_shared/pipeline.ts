@@ -6,7 +6,9 @@ import { type Config, config, ConfigError } from "./config.ts";
 import { isDatabaseUnreachable, type Sql, sql } from "./db.ts";
 import { ApiError } from "./errors.ts";
 import { reportError } from "./error-tracking.ts";
-import { corsHeaders, errorResponse, type Method, readBodyText, requestIdOf } from "./http.ts";
+import { addCommonHeaders, requestIdOf } from "./common-headers.ts";
+import { corsHeaders, preflight } from "./cors.ts";
+import { errorResponse, type Method, readBodyText } from "./http.ts";
 import { errorMessage, log } from "./log.ts";
 import { createMetrics, type RequestSignals } from "./metrics.ts";
 import type { Profile } from "./profile-cache.ts";
@@ -104,12 +106,6 @@ export interface Context<
 export type Handler = (req: Request) => Promise<Response>;
 
 const BODY_METHODS = new Set(["POST", "PUT", "PATCH"]);
-
-/** On every answer: no type sniffing of JSON into HTML, no request URL leaked as a referrer. */
-const SECURITY_HEADERS = {
-  "x-content-type-options": "nosniff",
-  "referrer-policy": "no-referrer",
-};
 
 let verifier: AuthVerifier | undefined;
 const metrics = createMetrics(sql);
@@ -239,10 +235,10 @@ export function defineFunction<
     let response: Response;
     try {
       const c = config();
-      cors = corsHeaders(req, c.ALLOWED_ORIGINS, spec.methods);
-      if (req.method === "OPTIONS") {
-        response = new Response(null, { status: 204 });
-      } else if (!spec.methods.includes(req.method as Method)) {
+      // What `serve` answers before this module is loaded, the same here: no log line, no row.
+      if (req.method === "OPTIONS") return preflight(req, c.ALLOWED_ORIGINS);
+      cors = corsHeaders(req, c.ALLOWED_ORIGINS);
+      if (!spec.methods.includes(req.method as Method)) {
         throw new ApiError("method_not_allowed", `${req.method} is not allowed`, {}, { allow });
       } else {
         caller = await authenticate(req, spec.auth, c);
@@ -291,10 +287,7 @@ export function defineFunction<
     response = withHeaders(response, (headers) => {
       cors?.forEach((value, key) => headers.set(key, value));
       for (const [key, value] of Object.entries(admission?.headers ?? {})) headers.set(key, value);
-      headers.set("x-request-id", requestId);
-      for (const [key, value] of Object.entries(SECURITY_HEADERS)) headers.set(key, value);
-      // Answers are per caller; a function that caches on purpose (sync's ETag) says so itself.
-      if (!headers.has("cache-control")) headers.set("cache-control", "no-store");
+      addCommonHeaders(headers, requestId);
     });
     const userId = caller?.kind === "user" ? caller.id : null;
     const durationMs = Math.round((performance.now() - started) * 10) / 10;

@@ -1,3 +1,3 @@
-import { handler } from "./handler.ts";
+import { serve } from "../_shared/serve.ts";
 
-Deno.serve(handler);
+serve(() => import("./handler.ts"));
