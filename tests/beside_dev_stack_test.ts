@@ -3,7 +3,7 @@ import { DEV_PORTS, LOCAL_STATE_DIR, TEST_PORTS } from "../local/keys.ts";
 import { portInUse } from "../local/process.ts";
 import { ensureSigningKey } from "../local/signing-key.ts";
 import { testRunEnv } from "../local/test-runner.ts";
-import { stackTest, SUPABASE_URL } from "./support.ts";
+import { shellEnv, stackTest, SUPABASE_URL } from "./support.ts";
 
 /**
  * The two Quick start commands together: `npm test` while `npm run dev` runs. The test run's
@@ -42,15 +42,8 @@ Deno.test("the test run takes its own fixed ports and state folder unless told o
 async function stack(command: "up" | "down", stateDir: string) {
   const { code, stderr } = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--quiet", STACK, command],
-    // Only what a developer's shell has: the stack derives everything else from its ports.
     clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "",
-      HOME: Deno.env.get("HOME") ?? "",
-      ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
-      ...DEV_STACK_PORTS,
-      STACK_STATE_DIR: stateDir,
-    },
+    env: shellEnv({ ...DEV_STACK_PORTS, STACK_STATE_DIR: stateDir }),
     stdout: "null",
     stderr: "piped",
   }).output();

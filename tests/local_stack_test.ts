@@ -4,7 +4,7 @@ import { startGateway } from "../local/gateway.ts";
 import { LocalPostgres } from "../local/postgres.ts";
 import { portInUse, waitFor } from "../local/process.ts";
 import { ensureSigningKey, publicJwks } from "../local/signing-key.ts";
-import { env, ISSUER, stackTest, SUPABASE_URL } from "./support.ts";
+import { env, ISSUER, shellEnv, stackTest, SUPABASE_URL } from "./support.ts";
 
 /** The local stack's own contract: its commands, its JWKS, and its gateway's reloading. */
 
@@ -111,15 +111,8 @@ stackTest("Ctrl-C stops everything the foreground stack started", async () => {
   const stateDir = await Deno.makeTempDir({ prefix: "stack-ctrl-c-" });
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", STACK, "dev"],
-    // Only what a developer's shell has: the stack derives everything else from its ports.
     clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "",
-      HOME: Deno.env.get("HOME") ?? "",
-      ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
-      ...ports,
-      STACK_STATE_DIR: stateDir,
-    },
+    env: shellEnv({ ...ports, STACK_STATE_DIR: stateDir }),
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

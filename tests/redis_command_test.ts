@@ -2,6 +2,7 @@ import { Redis } from "@upstash/redis";
 import assert from "node:assert/strict";
 import { LOCAL_UPSTASH_TOKEN } from "../local/keys.ts";
 import { portInUse, waitFor } from "../local/process.ts";
+import { shellEnv } from "./support.ts";
 
 /**
  * `deno task redis`: Redis and the Upstash bridge alone, for the Supabase CLI's own stack
@@ -22,13 +23,7 @@ Deno.test({
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", STACK, "redis"],
       clearEnv: true,
-      env: {
-        PATH: Deno.env.get("PATH") ?? "",
-        HOME: Deno.env.get("HOME") ?? "",
-        ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
-        ...PORTS,
-        STACK_STATE_DIR: stateDir,
-      },
+      env: shellEnv({ ...PORTS, STACK_STATE_DIR: stateDir }),
       stdin: "null",
       stdout: "piped",
       stderr: "piped",

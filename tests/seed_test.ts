@@ -2,7 +2,7 @@ import { createClient } from "@supabase/supabase-js";
 import assert from "node:assert/strict";
 import postgres from "postgres";
 import { LOCAL_ANON_KEY } from "../local/keys.ts";
-import { stackTest } from "./support.ts";
+import { shellEnv, stackTest } from "./support.ts";
 
 /**
  * `deno task up --seed` gives a fresh local database the demo users of supabase/seed.sql, one on
@@ -29,13 +29,7 @@ async function stack(stateDir: string, ...args: string[]): Promise<string> {
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--quiet", STACK, ...args],
     clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "",
-      HOME: Deno.env.get("HOME") ?? "",
-      ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
-      ...PORTS,
-      STACK_STATE_DIR: stateDir,
-    },
+    env: shellEnv({ ...PORTS, STACK_STATE_DIR: stateDir }),
     stdout: "piped",
     stderr: "piped",
   }).output();

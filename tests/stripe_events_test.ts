@@ -32,6 +32,20 @@ async function applyInTurn(...events: ReturnType<typeof stripeEvent>[]) {
 }
 
 /** A reconciliation run, as the hourly schedule would enqueue it. */
+/** `invoice.payment_failed` for an open invoice of the subscription, 30 s ago. */
+function paymentFailed(customerId: string, subscriptionId: string) {
+  return stripeEvent("invoice.payment_failed", {
+    id: `in_test_${crypto.randomUUID().slice(0, 8)}`,
+    object: "invoice",
+    customer: customerId,
+    status: "open",
+    parent: {
+      type: "subscription_details",
+      subscription_details: { subscription: subscriptionId },
+    },
+  }, now() - 30);
+}
+
 async function reconcile() {
   const sql = database();
   try {
@@ -159,16 +173,7 @@ billingTest(
     await applyInTurn(stripeEvent("customer.subscription.created", subscription, now() - 60));
 
     b.stripe.updateSubscription(subscription.id, { status: "past_due" });
-    await applyInTurn(stripeEvent("invoice.payment_failed", {
-      id: `in_test_${crypto.randomUUID().slice(0, 8)}`,
-      object: "invoice",
-      customer: customerId,
-      status: "open",
-      parent: {
-        type: "subscription_details",
-        subscription_details: { subscription: subscription.id },
-      },
-    }, now() - 30));
+    await applyInTurn(paymentFailed(customerId, subscription.id));
     assert.deepEqual(await profileRow(user.id), {
       plan_id: "pro",
       stripe_subscription_id: subscription.id,
@@ -192,16 +197,7 @@ billingTest(
     const { user, customerId } = await subscriber(b);
     const subscription = b.stripe.addSubscription({ customer: customerId, price: PRO_PRICE });
     await applyInTurn(stripeEvent("customer.subscription.created", subscription, now() - 60));
-    const failed = stripeEvent("invoice.payment_failed", {
-      id: `in_test_${crypto.randomUUID().slice(0, 8)}`,
-      object: "invoice",
-      customer: customerId,
-      status: "open",
-      parent: {
-        type: "subscription_details",
-        subscription_details: { subscription: subscription.id },
-      },
-    }, now() - 30);
+    const failed = paymentFailed(customerId, subscription.id);
 
     await applyInTurn(failed);
     await deliver(b.url, failed);

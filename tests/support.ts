@@ -19,6 +19,20 @@ export const env: Record<string, string> = { ...LOCAL_FUNCTION_ENV, ...Deno.env.
 export const SUPABASE_URL = env.SUPABASE_URL;
 export const ISSUER = `${SUPABASE_URL}/auth/v1`;
 
+/**
+ * The environment of a stack that a test starts as a developer would: only what their shell has
+ * (the stack derives everything else from its ports and state folder in `vars`), plus `vars`.
+ */
+export function shellEnv(vars: Record<string, string>): Record<string, string> {
+  const denoDir = Deno.env.get("DENO_DIR");
+  return {
+    PATH: Deno.env.get("PATH") ?? "",
+    HOME: Deno.env.get("HOME") ?? "",
+    ...(denoDir ? { DENO_DIR: denoDir } : {}),
+    ...vars,
+  };
+}
+
 /** The stack's Redis, for tests that take it away and bring it back. */
 export const localRedis = new LocalRedis(LOCAL_STATE_DIR);
 
